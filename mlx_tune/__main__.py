@@ -1,0 +1,3 @@
+from mlx_tune.cli import main
+
+main()
