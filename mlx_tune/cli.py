@@ -38,10 +38,25 @@ def data() -> None:
     """Generate, merge, validate and describe training data."""
 
 
-# ----------------------------------------------------------------- repos commands
+# ---------------- repos commands (repos.py)
 
 
-# ----------------------------------------------------------------- data commands
+# ---------------- data: repo/domain examples (examples.py)
+
+
+# ---------------- data: html, merge, validate, stats
+
+
+# ---------------- tiny model (tiny.py)
+
+
+# ---------------- train and fuse (train.py, fuse.py)
+
+
+# ---------------- bench (bench.py)
+
+
+# ---------------- demo (demo.py)
 
 
 if __name__ == "__main__":

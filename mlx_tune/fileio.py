@@ -88,13 +88,9 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                raise UserError(
-                    f"{path}:{lineno}: not valid JSON: {e.msg} (column {e.colno})"
-                ) from None
+                raise UserError(f"{path}:{lineno}: not valid JSON: {e.msg} (column {e.colno})") from None
             if not isinstance(record, dict):
-                raise UserError(
-                    f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}"
-                )
+                raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
             yield lineno, record
 
 

@@ -36,7 +36,7 @@ GREP_TOOL = {
     "type": "function",
     "function": {
         "name": "grep",
-        "description": "Search the repository's files for lines matching a Python regular expression.",
+        "description": "Search repository files for lines matching a Python regular expression.",
         "parameters": {
             "type": "object",
             "properties": {
@@ -238,9 +238,7 @@ def validate_record(record: Any) -> list[str]:
         elif not isinstance(content, str) or not content.strip():
             problems.append(f"{where}.content: missing or empty")
     if isinstance(messages[-1], dict) and messages[-1].get("role") != "assistant":
-        problems.append(
-            f"messages[{len(messages) - 1}].role: the last message must be the assistant's"
-        )
+        problems.append(f"messages[{len(messages) - 1}].role: the last message must be the assistant's")
     if not any(isinstance(m, dict) and m.get("role") == "user" for m in messages):
         problems.append("messages: no user message")
     tools = record.get("tools")
@@ -249,9 +247,7 @@ def validate_record(record: Any) -> list[str]:
     if not problems and isinstance(messages[-1].get("content"), str):
         call = parse_code_call(messages[-1]["content"]) if _looks_like_code(messages[-1]) else None
         if call:
-            problems.extend(
-                _validate_arguments(call[0], call[1], f"messages[{len(messages) - 1}].content")
-            )
+            problems.extend(_validate_arguments(call[0], call[1], f"messages[{len(messages) - 1}].content"))
     meta = record.get("meta")
     if meta is not None:
         problems.extend(_validate_meta(meta, record if not problems else None))
@@ -290,9 +286,7 @@ def _validate_calls(calls: Any, where: str, tools: Any) -> list[str]:
         if known and name not in known:
             problems.append(f"{at}.function.name: {name!r} is not one of the record's tools")
             continue
-        schema = (known[name]["function"].get("parameters") if known else None) or TOOL_SCHEMAS.get(
-            name
-        )
+        schema = (known[name]["function"].get("parameters") if known else None) or TOOL_SCHEMAS.get(name)
         problems.extend(_validate_arguments(name, args, f"{at}.function.arguments", schema))
     return problems
 
@@ -324,9 +318,7 @@ def _validate_tool_semantics(name: str, args: dict, at: str) -> list[str]:
             problems.append(f"{at}.pattern: empty")
     path = args.get("path")
     if isinstance(path, str) and not is_safe_relative_path(path):
-        problems.append(
-            f"{at}.path: {path!r} must be relative to the repository root, without '..'"
-        )
+        problems.append(f"{at}.path: {path!r} must be relative to the repository root, without '..'")
     return problems
 
 
@@ -348,7 +340,5 @@ def _validate_meta(meta: Any, record: dict | None) -> list[str]:
     if origin is not None and origin not in ORIGINS:
         problems.append(f"meta.origin: {origin!r} is not one of {', '.join(ORIGINS)}")
     if record is not None and category in CATEGORIES and record_category(record) != category:
-        problems.append(
-            f"meta.category: says {category!r} but the answer is {record_category(record)!r}"
-        )
+        problems.append(f"meta.category: says {category!r} but the answer is {record_category(record)!r}")
     return problems

@@ -51,9 +51,7 @@ def test_validate_reports_each_problem_with_its_field():
 
 
 def test_paths_escaping_the_repo_are_rejected():
-    r = records.tool_call_record(
-        "q?", "read", {"path": "../etc/passwd"}, {**META, "category": "read"}
-    )
+    r = records.tool_call_record("q?", "read", {"path": "../etc/passwd"}, {**META, "category": "read"})
     assert records.validate_record(r) == [
         "messages[2].tool_calls[0].function.arguments.path: "
         "'../etc/passwd' must be relative to the repository root, without '..'"
