@@ -40,20 +40,420 @@ def data() -> None:
 
 # ---------------- repos commands (repos.py)
 
+_DEST_OPTION = click.option(
+    "--dest",
+    default="data/repos",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder that holds one sub-folder per repository and manifest.json.",
+)
+
+
+@repos.command("clone")
+@_DEST_OPTION
+@click.option("--only", "only", multiple=True, metavar="NAME", help="Clone only these (repeatable).")
+@click.option(
+    "--repo",
+    "extra",
+    multiple=True,
+    metavar="NAME=URL",
+    help="Clone this repository instead of the default ten (repeatable).",
+)
+@click.option("--jobs", default=4, show_default=True, type=click.IntRange(1, 32), help="Parallel clones.")
+def repos_clone(dest: str, only: tuple[str, ...], extra: tuple[str, ...], jobs: int) -> None:
+    """Shallow-clone the popular repositories (fastapi, flask, pytest, typer, click, httpx,
+    starlette, pydantic, attrs, structlog) into DEST/<name>/, skipping those already there,
+    and update DEST/manifest.json. Exits 1 if any clone failed (git's reason is printed)."""
+    from mlx_tune import repos as repos_mod
+
+    targets = dict(repos_mod.POPULAR_REPOS)
+    if extra:
+        targets = {}
+        for item in extra:
+            name, sep, url = item.partition("=")
+            if not sep or not name or not url:
+                raise UserError(f"--repo: {item!r}: expected NAME=URL")
+            targets[name] = url
+    if only:
+        unknown = [n for n in only if n not in targets]
+        if unknown:
+            choices = ", ".join(targets)
+            raise UserError(f"--only: unknown repository {', '.join(unknown)}; choose from {choices}")
+        targets = {n: targets[n] for n in only}
+    results = repos_mod.clone_repos(dest, targets, jobs=jobs)
+    for r in results:
+        files = f" ({r.entry['py_files']} .py files)" if r.entry else ""
+        click.echo(f"{r.status:>8}  {r.name}{files}" + (f": {r.reason}" if r.reason else ""))
+    failed = [r.name for r in results if r.status == "failed"]
+    if failed:
+        click.echo(f"Error: {len(failed)} of {len(results)} failed to clone: {', '.join(failed)}", err=True)
+        raise SystemExit(1)
+
+
+@repos.command("add")
+@click.argument("path", type=click.Path())
+@click.option("--name", default=None, help="Folder name under DEST (default: the directory's name).")
+@click.option("--force", is_flag=True, help="Replace DEST/<name> if it exists.")
+@_DEST_OPTION
+def repos_add(path: str, name: str | None, force: bool, dest: str) -> None:
+    """Copy a local directory or git checkout into DEST/<name>/ (text files up to 1 MB; symlinks
+    leaving the directory are not followed) and record it, with its commit, in the manifest."""
+    from mlx_tune import repos as repos_mod
+
+    e = repos_mod.add_path(path, dest, name=name, force=force)
+    click.echo(f"added {e['name']}: {e['py_files']} .py files, {e['bytes']} bytes, commit {e['commit']}")
+    if e["skipped"]:
+        click.echo("  skipped: " + ", ".join(f"{k} {v}" for k, v in e["skipped"].items()))
+
+
+@repos.command("add-installed")
+@click.argument("dists", nargs=-1, required=True)
+@_DEST_OPTION
+def repos_add_installed(dists: tuple[str, ...], dest: str) -> None:
+    """Copy the .py/.html/.md files of installed distributions (e.g. click jinja2 tqdm) into
+    DEST/<name>/, recording each version in the manifest. Works offline; nothing is imported."""
+    from mlx_tune import repos as repos_mod
+
+    for e in repos_mod.add_installed(list(dists), dest):
+        click.echo(f"added {e['name']} {e['version']}: {e['py_files']} .py files, {e['bytes']} bytes")
+
 
 # ---------------- data: repo/domain examples (examples.py)
+
+
+def _example_options(grep: int, read: int, direct: int, output: str):
+    """The options repo-examples and domain-examples share (only the defaults differ)."""
+    options = [
+        click.option(
+            "-o",
+            "--output",
+            default=output,
+            show_default=True,
+            type=click.Path(dir_okay=False),
+            help="JSONL file to write (atomically).",
+        ),
+        click.option(
+            "--grep",
+            "n_grep",
+            default=grep,
+            show_default=True,
+            type=click.IntRange(0),
+            help="Number of grep (locate) examples.",
+        ),
+        click.option(
+            "--read",
+            "n_read",
+            default=read,
+            show_default=True,
+            type=click.IntRange(0),
+            help="Number of read (show a file) examples.",
+        ),
+        click.option(
+            "--direct",
+            "n_direct",
+            default=direct,
+            show_default=True,
+            type=click.IntRange(0),
+            help="Number of direct (explain) examples.",
+        ),
+        click.option("--seed", default=0, show_default=True, type=int, help="Random seed."),
+        click.option(
+            "--format",
+            "fmt",
+            default="tools",
+            show_default=True,
+            type=click.Choice(["tools", "code"]),
+            help="tools: mlx-lm tool_calls; code: a Python grep()/read() block.",
+        ),
+        click.option(
+            "--jobs", default=None, type=click.IntRange(1), help="Worker processes [default: all cores]."
+        ),
+    ]
+
+    def wrap(f):
+        for opt in reversed(options):
+            f = opt(f)
+        return f
+
+    return wrap
+
+
+@data.command("repo-examples")
+@click.option(
+    "--repos",
+    "repos_dir",
+    default="data/repos",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder whose sub-folders are repositories (manifest.json used when present).",
+)
+@_example_options(300, 150, 100, "data/repos_examples/training_examples.jsonl")
+def data_repo_examples(repos_dir, output, n_grep, n_read, n_direct, seed, fmt, jobs) -> None:
+    """Generate grep / read / direct training examples from the repositories in REPOS
+    (AST only; every grep pattern is checked against its file, every read path exists)."""
+    from mlx_tune import examples
+
+    counts = {"grep": n_grep, "read": n_read, "direct": n_direct}
+    result = examples.repo_examples(repos_dir, output, counts, seed=seed, fmt=fmt, jobs=jobs)
+    click.echo(examples.format_summary(result))
+
+
+@data.command("domain-examples")
+@click.option(
+    "--repo",
+    "repo",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Repository to learn from (default: this project's own source tree).",
+)
+@_example_options(120, 60, 60, "data/domain_examples/training_examples.jsonl")
+def data_domain_examples(repo, output, n_grep, n_read, n_direct, seed, fmt, jobs) -> None:
+    """Generate the phase-5 domain set from one repository with the same generator as
+    repo-examples (meta.source "domain:<name>"). A small tree yields what it can; the
+    shortfall is reported, not an error."""
+    from mlx_tune import examples
+
+    counts = {"grep": n_grep, "read": n_read, "direct": n_direct}
+    result = examples.domain_examples(output, repo, counts, seed=seed, fmt=fmt, jobs=jobs)
+    click.echo(examples.format_summary(result))
 
 
 # ---------------- data: html, merge, validate, stats
 
 
+@data.command("html-examples")
+@click.option(
+    "-o",
+    "--out",
+    default="data/html_examples/training_examples.jsonl",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="JSONL file to write.",
+)
+@click.option(
+    "--html-dir",
+    default="data/html",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where to write the HTML pages the grep/read examples refer to.",
+)
+@click.option("--grep", "n_grep", default=9, show_default=True, type=click.IntRange(0), help="grep examples.")
+@click.option("--read", "n_read", default=5, show_default=True, type=click.IntRange(0), help="read examples.")
+@click.option(
+    "--direct", "n_direct", default=16, show_default=True, type=click.IntRange(0), help="direct answers."
+)
+@click.option("--seed", default=0, show_default=True, help="Seed for choosing and phrasing examples.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["tools", "code"]),
+    default="tools",
+    show_default=True,
+    help="tools: tool_calls (mlx-lm tools format); code: a Python block calling grep()/read().",
+)
+def data_html_examples(out, html_dir, n_grep, n_read, n_direct, seed, fmt) -> None:
+    """Write HTML pages to --html-dir and grounded HTML examples (semantic HTML, forms, tables,
+    navigation, accessibility) to --out."""
+    from mlx_tune.html_examples import generate_html_examples
+
+    counts = generate_html_examples(out, html_dir, n_grep, n_read, n_direct, seed=seed, fmt=fmt)
+    detail = ", ".join(f"{k} {v}" for k, v in counts.items())
+    click.echo(f"wrote {sum(counts.values())} examples ({detail}) to {out}; pages in {html_dir}/")
+
+
+@data.command("merge")
+@click.option("--phase", required=True, help="Phase number (data/phases/phaseN.yaml) or a phase YAML path.")
+@click.option(
+    "--out", default=None, type=click.Path(file_okay=False), help="Output dir [default: data/phaseN]."
+)
+@click.option(
+    "--phases-dir",
+    default="data/phases",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the phaseN.yaml configs live.",
+)
+def data_merge(phase, out, phases_dir) -> None:
+    """Merge a phase's inputs: validate, drop duplicates, split train/valid/test grouped by
+    source file, and write data/phaseN/{train,valid,test}.jsonl and manifest.json."""
+    from mlx_tune.merge import format_manifest, merge_phase
+
+    manifest = merge_phase(phase, out, phases_dir)
+    click.echo(format_manifest(manifest, out or f"data/phase{manifest['phase']}"))
+
+
+@data.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--model", default=None, help="Local model or tokenizer dir; enables token-length checks.")
+@click.option(
+    "--max-seq-length", default=None, type=click.IntRange(1), help="Longest allowed record, in tokens."
+)
+def data_validate(files, model, max_seq_length) -> None:
+    """Check JSONL records against the record format; print every problem as file:line: field."""
+    from mlx_tune.datacheck import validate_files
+
+    n = validate_files(list(files), model=model, max_seq_length=max_seq_length)
+    click.echo(f"{n} records OK")
+
+
+@data.command("stats")
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the stats as JSON.")
+@click.option("--model", default=None, help="Local model or tokenizer dir; adds token-length percentiles.")
+def data_stats(path, as_json, model) -> None:
+    """Describe a JSONL file or a phase dir: counts by category/origin/source, tool vs direct
+    share, token lengths, and how ready the dataset's size is for training."""
+    import json
+
+    from mlx_tune.datacheck import dataset_stats, format_stats
+
+    stats = dataset_stats(path, model=model)
+    click.echo(json.dumps(stats, indent=2, sort_keys=True) if as_json else format_stats(stats))
+
+
 # ---------------- tiny model (tiny.py)
+
+
+@main.group(cls=_Group)
+def tiny() -> None:
+    """The embedded tiny model: a small Qwen2 built offline from local files (tests, demo)."""
+
+
+@tiny.command("build")
+@click.option(
+    "--out", "out", required=True, type=click.Path(file_okay=False), help="Model directory to write."
+)
+@click.option("--bits", type=click.Choice(["4", "8"]), default=None, help="Also quantize (default: float32).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the weights' random init.")
+@click.option(
+    "--pretrain-steps",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Language-model pretraining steps on local Python text (cached per machine). "
+    "Default: the tiny recipe's value.",
+)
+@click.option(
+    "--corpus",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Extra tokenizer text (repeatable); JSONL chat records are rendered with the chat template.",
+)
+@click.option("--vocab-size", type=click.IntRange(min=300), default=None, help="BPE vocabulary size.")
+@click.option("--hidden-size", type=click.IntRange(min=8), default=None, help="Model width.")
+@click.option("--layers", type=click.IntRange(min=1), default=None, help="Number of transformer layers.")
+def tiny_build(out, bits, seed, pretrain_steps, corpus, vocab_size, hidden_size, layers) -> None:
+    """Build the tiny Qwen2 model directory (config, weights, BPE tokenizer, chat template).
+
+    Loads with mlx_lm.load, `mlx_lm generate --model OUT` and transformers.AutoTokenizer.
+    Same inputs and seed give byte-identical files.
+    """
+    from pathlib import Path
+
+    from mlx_tune import tiny as tiny_mod
+
+    size = {"vocab_size": vocab_size, "hidden_size": hidden_size, "num_hidden_layers": layers}
+    kwargs = {k: v for k, v in size.items() if v is not None}
+    if pretrain_steps is not None:
+        kwargs["pretrain_steps"] = pretrain_steps
+    path = tiny_mod.build_tiny_model(
+        out, bits=int(bits) if bits else None, seed=seed, corpus=[Path(c) for c in corpus] or None, **kwargs
+    )
+    click.echo(f"wrote {path} ({tiny_mod.count_parameters(path):,} parameters)")
 
 
 # ---------------- train and fuse (train.py, fuse.py)
 
 
+@main.command("train")
+@click.option("--phase", type=int, help="Read data/phases/phaseN.yaml (train: section); data data/phaseN, "
+              "adapters adapters/phaseN.")
+@click.option("--preset", help="Start from a preset: a name in data/phases/presets/ (qlora, coder7b) or tiny.")
+@click.option("-c", "--config", type=click.Path(), help="A YAML file of training settings (mlx-lm keys work).")
+@click.option("--model", help="Base model: local mlx-lm model directory or Hugging Face repo id.")
+@click.option("--data", help="Directory with train.jsonl and valid.jsonl.")
+@click.option("--adapter-path", help="Output directory (adapters, metrics, summary, best/, checkpoints/).")
+@click.option("--iters", type=int, help="Training iterations (micro-batches).")
+@click.option("--epochs", type=float, help="Passes over the training set (instead of --iters).")
+@click.option("--batch-size", type=int, help="Examples per micro-batch.")
+@click.option("--learning-rate", type=float, help="Peak learning rate.")
+@click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), help="Schedule after warmup.")
+@click.option("--warmup", type=float, help="Warmup: ratio of updates if < 1, else number of updates.")
+@click.option("--fine-tune-type", type=click.Choice(["lora", "dora", "full"]), help="What to train.")
+@click.option("--rank", type=int, help="LoRA rank.")
+@click.option("--alpha", type=float, help="LoRA alpha (scale = alpha / rank).")
+@click.option("--scale", type=float, help="mlx-lm LoRA scale (instead of --alpha).")
+@click.option("--dropout", type=float, help="LoRA dropout.")
+@click.option("--target-modules", help="Comma-separated layers to adapt: q_proj,v_proj or self_attn.q_proj; all.")
+@click.option("--num-layers", type=int, help="Adapt the last N layers (-1: all).")
+@click.option("--mask-prompt/--no-mask-prompt", default=None, help="Train on assistant turns only (default on).")
+@click.option("--grad-accumulation-steps", type=int, help="Micro-batches per optimizer update.")
+@click.option("--grad-checkpoint/--no-grad-checkpoint", default=None, help="Gradient checkpointing.")
+@click.option("--max-seq-length", type=int, help="Longest sequence in tokens.")
+@click.option("--long-sequences", type=click.Choice(["drop", "truncate"]), help="Examples over max length.")
+@click.option("--seed", type=int, help="Seed for initialisation, dropout and data order.")
+@click.option("--steps-per-report", type=int, help="Iterations between metrics rows.")
+@click.option("--steps-per-eval", type=int, help="Iterations between validations.")
+@click.option("--val-batches", type=int, help="Validation batches per evaluation (-1: all).")
+@click.option("--save-every", type=int, help="Iterations between resumable checkpoints.")
+@click.option("--early-stopping-patience", type=int, help="Stop after N evaluations without improvement.")
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in the adapter path.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_cmd(phase, preset, config, resume, quiet, **options) -> None:
+    """Train a LoRA / DoRA / full fine-tune on mlx-lm (in-process).
+
+    Settings: defaults < --preset < phase YAML train: < -c config < options. Writes
+    adapters.safetensors + adapter_config.json (loadable with mlx_lm.load(model, adapter_path=...)),
+    metrics.jsonl, summary.json, best/ and checkpoints/. Ctrl-C saves a checkpoint; --resume goes on.
+    """
+    from mlx_tune import train as train_mod
+
+    settings = train_mod.resolve_settings(phase=phase, preset=preset, config=config, overrides=options)
+    summary = train_mod.train(settings, resume=resume, progress=not quiet)
+    click.echo(train_mod.describe(summary))
+    click.echo(f"adapter: {settings.adapter_path}")
+
+
+@main.command("fuse")
+@click.option("--phase", type=int, help="Use adapters/phaseN and its model; save to models/phaseN-fused-8bit.")
+@click.option("--model", help="Base model (default: the adapter's adapter_config.json model).")
+@click.option("--adapter-path", help="Adapter directory (adapters.safetensors + adapter_config.json).")
+@click.option("--save-path", help="Output model directory.")
+@click.option("--bits", type=click.Choice(["4", "8", "16"]), default="8", show_default=True,
+              help="Quantize the fused model to this many bits (16: keep float).")
+@click.option("--group-size", type=int, default=64, show_default=True, help="Quantization group size.")
+@click.option("--verify-prompts", type=int, default=8, show_default=True,
+              help="Validation prompts to compare greedy outputs on (0: skip).")
+@click.option("--force", is_flag=True, help="Replace an existing save path.")
+def fuse_cmd(phase, model, adapter_path, save_path, bits, group_size, verify_prompts, force) -> None:
+    """Fuse an adapter into its base and save an mlx-lm model (8-bit by default).
+
+    A quantized base is dequantized, fused in full precision, then quantized to --bits, so the
+    trained behaviour survives (fusing straight back to 4 bits loses it: mlx-lm issue 1172).
+    Greedy outputs are then checked against base + adapter and written to OUT/README.md.
+    """
+    from mlx_tune import fuse as fuse_mod
+
+    report = fuse_mod.fuse(model=model, adapter_path=adapter_path, save_path=save_path, phase=phase,
+                           bits=int(bits), group_size=group_size, verify_prompts=verify_prompts, force=force)
+    click.echo(fuse_mod.describe(report))
+
+
 # ---------------- bench (bench.py)
+
+
+@main.command(
+    "bench",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.pass_context
+def bench(ctx: click.Context) -> None:
+    """Benchmark models side by side (same as `python -m mlx_tune.bench`; see --help)."""
+    from mlx_tune import bench as bench_mod
+
+    # The real command lives in bench.py; forward every argument (--help included) to it.
+    bench_mod.command.main(args=list(ctx.args), prog_name="mlx-tune bench", standalone_mode=False)
+
 
 
 # ---------------- demo (demo.py)

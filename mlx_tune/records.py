@@ -291,6 +291,11 @@ def _validate_calls(calls: Any, where: str, tools: Any) -> list[str]:
     return problems
 
 
+def validate_call_arguments(name: str, args: dict, at: str = "arguments") -> list[str]:
+    """Problems of calling tool ``name`` with ``args`` (schema fit, regex compiles, safe path)."""
+    return _validate_arguments(name, args, at)
+
+
 def _validate_arguments(name: str, args: dict, at: str, schema: dict | None = None) -> list[str]:
     schema = schema or TOOL_SCHEMAS.get(name)
     if schema is None:

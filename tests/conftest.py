@@ -45,3 +45,31 @@ def make_records(n: int = 12, fmt: str = "tools") -> list[dict]:
 @pytest.fixture
 def sample_records():
     return make_records
+
+
+# Small enough to build in a few seconds: float32, no pretraining, a 512-token BPE vocabulary.
+TINY_TEST_SIZE = {
+    "vocab_size": 512,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "max_corpus_chars": 300_000,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """Path of a tiny float32 Qwen2 model directory (mlx_lm.load-able), built once per session."""
+    from mlx_tune.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", pretrain_steps=0, **TINY_TEST_SIZE)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_4bit(tmp_path_factory):
+    """The same tiny model, 4-bit quantized (group size 64), for QLoRA paths."""
+    from mlx_tune.tiny import build_tiny_model
+
+    return build_tiny_model(
+        tmp_path_factory.mktemp("tiny4") / "model", bits=4, pretrain_steps=0, **TINY_TEST_SIZE
+    )

@@ -1,0 +1,276 @@
+"""Check and describe training data: ``mlx-tune data validate`` and ``mlx-tune data stats``.
+
+Validation collects every problem as ``file:line: field: what is wrong`` (schema checks from
+:mod:`mlx_tune.records`, plus token lengths when a tokenizer is given). Stats count records by
+category, origin and source, token-length percentiles, and a readiness tier of the size.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlx_tune import UserError, records
+
+MAX_LISTED_PROBLEMS = 200
+SYNTHETIC_WARN_SHARE = 0.20
+SPLITS = ("train", "valid", "test")
+
+# (upper bound exclusive, label): the readiness of a dataset of that many records.
+TIERS = (
+    (50, "too small"),
+    (100, "infrastructure testing only"),
+    (200, "small: infrastructure testing"),
+    (500, "minimal viable"),
+    (1000, "research prototype"),
+    (None, "publication scale"),
+)
+
+
+@dataclass
+class Located:
+    path: Path
+    line: int
+    record: dict
+
+
+# ---------------------------------------------------------------- reading with located problems
+
+
+def load_checked(paths: list[Path | str]) -> tuple[list[Located], list[str]]:
+    """Read JSONL files, validating every record. Returns the valid records and every problem
+    (bad JSON, non-objects, schema problems) as ``file:line: field: what is wrong``."""
+    good: list[Located] = []
+    problems: list[str] = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            problems.append(f"{path}: no such file")
+            continue
+        n = 0
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                n += 1
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    problems.append(f"{path}:{lineno}: record: not valid JSON: {e.msg} (column {e.colno})")
+                    continue
+                found = records.validate_record(record)
+                if found:
+                    problems.extend(f"{path}:{lineno}: {p}" for p in found)
+                else:
+                    good.append(Located(path, lineno, record))
+        if n == 0:
+            problems.append(f"{path}: empty: no records")
+    return good, problems
+
+
+def problems_error(problems: list[str], what: str = "") -> UserError:
+    """One ``UserError`` listing every problem (the first ``MAX_LISTED_PROBLEMS`` of them)."""
+    if len(problems) == 1:
+        return UserError(problems[0])
+    shown = problems[:MAX_LISTED_PROBLEMS]
+    more = len(problems) - len(shown)
+    tail = f"\n  ... and {more} more" if more else ""
+    return UserError(f"{len(problems)} problems{what}:\n  " + "\n  ".join(shown) + tail)
+
+
+# ---------------------------------------------------------------- tokens
+
+
+def load_tokenizer(model: str | Path):
+    """A Hugging Face tokenizer from a local model or tokenizer directory (no download)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model), local_files_only=True)
+    except Exception as e:  # transformers raises many types for a bad path
+        raise UserError(
+            f"--model: cannot load a tokenizer from {model!s} "
+            f"({type(e).__name__}: {str(e).splitlines()[0]}); pass a local model or tokenizer directory"
+        ) from None
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError(f"--model: the tokenizer in {model!s} has no chat template")
+    return tokenizer
+
+
+def templated_messages(record: dict) -> list[dict]:
+    """The record's messages with JSON-string tool-call arguments turned into objects, as chat
+    templates such as Qwen2.5's (which apply ``tojson`` to them) expect."""
+    messages = copy.deepcopy(record["messages"])
+    for m in messages:
+        for call in m.get("tool_calls") or []:
+            fn = call.get("function", {})
+            if isinstance(fn.get("arguments"), str):
+                try:
+                    fn["arguments"] = json.loads(fn["arguments"])
+                except json.JSONDecodeError:
+                    pass
+    return messages
+
+
+def token_length(tokenizer, record: dict) -> int:
+    ids = tokenizer.apply_chat_template(templated_messages(record), tools=record.get("tools"), tokenize=True)
+    if isinstance(ids, dict) or hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    return len(ids)
+
+
+# ---------------------------------------------------------------- validate
+
+
+def validate_files(
+    paths: list[Path | str], model: str | Path | None = None, max_seq_length: int | None = None
+) -> int:
+    """Validate JSONL files; return the number of records, or raise one ``UserError`` listing
+    every problem. With ``model``, records longer than ``max_seq_length`` tokens are problems."""
+    if not paths:
+        raise UserError("give at least one JSONL file to validate")
+    if max_seq_length is not None and model is None:
+        raise UserError("--max-seq-length needs --model (a tokenizer to count tokens with)")
+    good, problems = load_checked(paths)
+    if model is not None:
+        tokenizer = load_tokenizer(model)
+        for item in _progress(good, "tokens"):
+            n = token_length(tokenizer, item.record)
+            if max_seq_length is not None and n > max_seq_length:
+                problems.append(
+                    f"{item.path}:{item.line}: messages: {n} tokens, "
+                    f"longer than --max-seq-length {max_seq_length}"
+                )
+    if problems:
+        raise problems_error(problems)
+    return len(good)
+
+
+def _progress(items, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, leave=False, disable=len(items) < 200)
+
+
+# ---------------------------------------------------------------- stats
+
+
+def tier(n: int) -> str:
+    for bound, label in TIERS:
+        if bound is None or n < bound:
+            return label
+    raise AssertionError("unreachable")
+
+
+def _files(path: Path) -> dict[str, Path]:
+    if path.is_dir():
+        found = {s: path / f"{s}.jsonl" for s in SPLITS if (path / f"{s}.jsonl").is_file()}
+        if not found:
+            raise UserError(
+                f"{path}: no train.jsonl, valid.jsonl or test.jsonl (run `mlx-tune data merge` first)"
+            )
+        return found
+    if not path.is_file():
+        raise UserError(f"{path}: no such file or directory")
+    return {path.stem: path}
+
+
+def _meta_of(record: dict) -> dict:
+    meta = record.get("meta")
+    return meta if isinstance(meta, dict) else {}
+
+
+def count_records(recs: list[dict]) -> dict[str, Any]:
+    """Counts by category, origin and source (``meta``; the category read from the answer when
+    ``meta`` lacks it)."""
+    cat = Counter()
+    origin = Counter()
+    source = Counter()
+    for r in recs:
+        meta = _meta_of(r)
+        cat[meta.get("category") or records.record_category(r)] += 1
+        origin[meta.get("origin") or "unknown"] += 1
+        source[meta.get("source") or "unknown"] += 1
+    return {
+        "records": len(recs),
+        "category": dict(sorted(cat.items())),
+        "origin": dict(sorted(origin.items())),
+        "source": dict(sorted(source.items())),
+    }
+
+
+def percentiles(values: list[int]) -> dict[str, int]:
+    """p50/p90/p99/max by the nearest-rank method (0s for no values)."""
+    if not values:
+        return {"p50": 0, "p90": 0, "p99": 0, "max": 0}
+    s = sorted(values)
+
+    def rank(q: float) -> int:
+        # round() first so 0.9 * 10 is 9, not 9.000000000000002 (which would ceil to 10)
+        return s[max(0, math.ceil(round(q * len(s), 9)) - 1)]
+
+    return {"p50": rank(0.50), "p90": rank(0.90), "p99": rank(0.99), "max": s[-1]}
+
+
+def dataset_stats(path: str | Path, model: str | Path | None = None, tokenizer=None) -> dict[str, Any]:
+    """Describe a JSONL file or a phase directory (its train/valid/test files).
+
+    Returns a JSON-ready dict: totals and counts by category/origin/source, per split for a
+    directory, tool vs direct share, synthetic share with a warning above 20%, the readiness tier,
+    and token-length percentiles when ``model`` (a local tokenizer path) or ``tokenizer`` is given.
+    """
+    path = Path(path)
+    files = _files(path)
+    by_split: dict[str, list[dict]] = {}
+    for name, f in files.items():
+        good, problems = load_checked([f])
+        if problems:
+            raise problems_error(problems, f" in {f} (run `mlx-tune data validate {f}` for details)")
+        by_split[name] = [g.record for g in good]
+    all_recs = [r for recs in by_split.values() for r in recs]
+    stats: dict[str, Any] = {"path": str(path), **count_records(all_recs)}
+    if path.is_dir():
+        stats["splits"] = {name: count_records(recs) for name, recs in by_split.items()}
+    n = len(all_recs)
+    tool = sum(v for k, v in stats["category"].items() if k in records.TOOL_CATEGORIES)
+    synthetic = stats["origin"].get("synthetic", 0)
+    stats["tool_share"] = round(tool / n, 4) if n else 0.0
+    stats["direct_share"] = round(stats["category"].get("direct", 0) / n, 4) if n else 0.0
+    stats["synthetic_share"] = round(synthetic / n, 4) if n else 0.0
+    stats["warnings"] = []
+    if n and synthetic / n > SYNTHETIC_WARN_SHARE:
+        stats["warnings"].append(
+            f"{synthetic / n:.0%} of records are synthetic (above {SYNTHETIC_WARN_SHARE:.0%}); "
+            "add real, grounded examples"
+        )
+    stats["tier"] = tier(n)
+    if model is not None and tokenizer is None:
+        tokenizer = load_tokenizer(model)
+    if tokenizer is not None:
+        stats["tokens"] = percentiles([token_length(tokenizer, r) for r in _progress(all_recs, "tokens")])
+    return stats
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    """The stats as a short human-readable report."""
+    n = stats["records"]
+    lines = [f"{stats['path']}: {n} records, tier: {stats['tier']}"]
+
+    def share(k: int) -> str:
+        return f"{k} ({k / n:.0%})" if n else str(k)
+
+    for key in ("category", "origin", "source"):
+        lines.append(f"  {key + ':':10}" + ", ".join(f"{k} {share(v)}" for k, v in stats[key].items()))
+    lines.append(f"  tool calls {stats['tool_share']:.0%}, direct answers {stats['direct_share']:.0%}")
+    for name, s in stats.get("splits", {}).items():
+        cats = ", ".join(f"{k} {v}" for k, v in s["category"].items())
+        lines.append(f"  {name + ':':7}{s['records']} records ({cats})")
+    if "tokens" in stats:
+        t = stats["tokens"]
+        lines.append(f"  tokens: p50 {t['p50']}, p90 {t['p90']}, p99 {t['p99']}, max {t['max']}")
+    lines.extend(f"  warning: {w}" for w in stats["warnings"])
+    return "\n".join(lines)

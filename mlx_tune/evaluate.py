@@ -1,0 +1,282 @@
+"""Fast, faithful evaluation on mlx-lm: batched greedy generation with a shared prompt prefix,
+a plain per-query reference loop, and answer-token perplexity.
+
+Every query of a held-out set starts with the same tokens (system prompt and tool schemas), so
+:func:`generate_batched` runs that prefix through the model once, gives each query a copy of the
+resulting KV cache, and decodes the queries together in mlx-lm's ``BatchGenerator`` (continuous
+batching, greedy). A query stops as soon as its answer is complete: an end-of-sequence token
+(``<|im_end|>``), a closing ``</tool_call>``, or in code mode a closed code block.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlx.core as mx
+
+from mlx_tune import UserError
+from mlx_tune.metrics import finish_text, record_format
+
+PREFILL_STEP = 512
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """``BASE`` or ``BASE@ADAPTER_DIR`` -> ``(base, adapter or None)``."""
+    base, sep, adapter = spec.partition("@")
+    if not base or (sep and not adapter):
+        raise UserError(f"model spec {spec!r}: expected MODEL or MODEL@ADAPTER_DIR")
+    return base, adapter or None
+
+
+def check_spec(spec: str) -> tuple[str, str | None]:
+    """Parse ``spec`` and check that what it names exists locally (or is a Hugging Face id)."""
+    base, adapter = parse_spec(spec)
+    p = Path(base)
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise UserError(f"model {base}: not a model folder (no config.json)")
+    elif base.startswith((".", "/", "~")) or base.count("/") != 1:
+        raise UserError(f"model {base}: no such folder (and not a Hugging Face id ORG/NAME)")
+    if adapter is not None:
+        a = Path(adapter)
+        if not (a / "adapters.safetensors").is_file() or not (a / "adapter_config.json").is_file():
+            raise UserError(
+                f"adapter {adapter}: no adapters.safetensors + adapter_config.json there "
+                "(train one with `mlx-tune train`)"
+            )
+    return base, adapter
+
+
+def load_model(spec: str):
+    """Load ``spec`` (see :func:`parse_spec`) with mlx-lm; weights are materialised.
+    Returns ``(model, tokenizer)``; a problem becomes a ``UserError`` naming the spec."""
+    import mlx_lm
+
+    base, adapter = check_spec(spec)
+    try:
+        model, tokenizer = mlx_lm.load(base, adapter_path=adapter)
+    except Exception as e:  # mlx-lm raises ValueError, FileNotFoundError, hub errors, ...
+        what = f"adapter {adapter} on {base}" if adapter else f"model {base}"
+        raise UserError(f"{what}: could not load: {type(e).__name__}: {_first_line(e)}") from None
+    mx.eval(model.parameters())
+    return model, tokenizer
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return " ".join(text.splitlines()[:3])[:400]
+
+
+def render_prompts(tokenizer, queries: Sequence[dict]) -> list[list[int]]:
+    """Token ids of each query's prompt: every message but the answer, plus the generation prompt."""
+    out = []
+    for r in queries:
+        ids = tokenizer.apply_chat_template(
+            r["messages"][:-1], tools=r.get("tools"), add_generation_prompt=True, return_dict=False
+        )
+        out.append(list(ids))
+    return out
+
+
+def common_prefix(prompts: Sequence[Sequence[int]]) -> int:
+    """Length of the longest shared prefix, leaving every prompt at least one token of its own."""
+    if not prompts:
+        return 0
+    n = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    for p in prompts[1:]:
+        i = 0
+        while i < n and p[i] == first[i]:
+            i += 1
+        n = i
+    return max(n, 0)
+
+
+@dataclass
+class Generation:
+    texts: list[str]
+    token_counts: list[int]
+    latencies: list[float]
+    prompt_tokens: int = 0
+    prompt_time: float = 0.0
+    generation_tokens: int = 0
+    generation_time: float = 0.0
+    wall_time: float = 0.0
+    prefix_tokens: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def prompt_tps(self) -> float:
+        return self.prompt_tokens / self.prompt_time if self.prompt_time else 0.0
+
+    @property
+    def generation_tps(self) -> float:
+        return self.generation_tokens / self.generation_time if self.generation_time else 0.0
+
+
+def _complete(tokenizer, toks: list[int], fmt: str) -> bool:
+    """The answer so far is complete: it closed a tool call, or (code mode) a code block."""
+    if "</tool_call>" in tokenizer.decode(toks[-12:]):
+        return True
+    return fmt == "code" and tokenizer.decode(toks).count("```") >= 2
+
+
+def generate_batched(
+    model,
+    tokenizer,
+    queries: Sequence[dict],
+    *,
+    max_tokens: int = 256,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> Generation:
+    """Greedy answers for ``queries`` (records), batched, sharing the prompt prefix's KV cache."""
+    from mlx_lm.generate import BatchGenerator
+    from mlx_lm.models.cache import make_prompt_cache
+    from tqdm import tqdm
+
+    t_start = time.perf_counter()
+    prompts = render_prompts(tokenizer, queries)
+    fmts = [record_format(r) for r in queries]
+    n = len(prompts)
+    eos = set(tokenizer.eos_token_ids)
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else None
+    if im_end is not None:
+        eos.add(im_end)
+    stop_tokens = [[t] for t in sorted(eos)]
+
+    # The shared prefix, computed once.
+    k = common_prefix(prompts)
+    prefix_cache = make_prompt_cache(model)
+    tic = time.perf_counter()
+    if k:
+        prefix = mx.array(prompts[0][:k])[None]
+        for s in range(0, k, PREFILL_STEP):
+            model(prefix[:, s : s + PREFILL_STEP], cache=prefix_cache)
+            mx.eval([c.state for c in prefix_cache])
+    prefix_time = time.perf_counter() - tic
+
+    gen = BatchGenerator(
+        model,
+        max_tokens=max_tokens,
+        stop_tokens=stop_tokens,
+        completion_batch_size=batch_size,
+        prefill_batch_size=batch_size,
+    )
+    tokens: dict[int, list[int]] = {}
+    uid_to_index: dict[int, int] = {}
+    started: dict[int, float] = {}
+    latencies = [0.0] * n
+    texts = [""] * n
+    counts = [0] * n
+    next_query = 0
+
+    def insert(m: int) -> None:
+        nonlocal next_query
+        idx = list(range(next_query, min(n, next_query + m)))
+        if not idx:
+            return
+        caches = [copy.deepcopy(prefix_cache) if k else None for _ in idx]
+        uids = gen.insert([prompts[i][k:] for i in idx], caches=caches if k else None)
+        now = time.perf_counter()
+        for uid, i in zip(uids, idx):
+            uid_to_index[uid], tokens[uid], started[uid] = i, [], now
+        next_query += len(idx)
+
+    def finish(uid: int) -> None:
+        i = uid_to_index.pop(uid)
+        toks = tokens.pop(uid)
+        latencies[i] = time.perf_counter() - started.pop(uid)
+        counts[i] = len(toks)
+        texts[i] = finish_text(tokenizer.decode(toks))
+
+    insert(batch_size)
+    bar = tqdm(total=n, desc="generate", unit="query", disable=not progress, leave=False)
+    with gen.stats() as stats:
+        while uid_to_index:
+            responses = gen.next_generated()
+            if not responses:
+                break
+            done = []
+            for r in responses:
+                if r.uid not in tokens:
+                    continue
+                if not (r.finish_reason == "stop" and r.token in eos):
+                    tokens[r.uid].append(r.token)
+                if r.finish_reason is not None:
+                    done.append(r.uid)
+                elif _complete(tokenizer, tokens[r.uid], fmts[uid_to_index[r.uid]]):
+                    gen.remove([r.uid])
+                    done.append(r.uid)
+            for uid in done:
+                finish(uid)
+            bar.update(len(done))
+            insert(len(done))
+    bar.close()
+    gen.close()
+    return Generation(
+        texts=texts,
+        token_counts=counts,
+        latencies=latencies,
+        prompt_tokens=stats.prompt_tokens + k,
+        prompt_time=stats.prompt_time + prefix_time,
+        generation_tokens=stats.generation_tokens,
+        generation_time=stats.generation_time,
+        wall_time=time.perf_counter() - t_start,
+        prefix_tokens=k,
+    )
+
+
+def generate_loop(
+    model, tokenizer, queries: Sequence[dict], *, max_tokens: int = 256, progress: bool = False
+) -> Generation:
+    """The reference: one plain ``mlx_lm.generate`` call per query (greedy, no shared prefix)."""
+    import mlx_lm
+    from tqdm import tqdm
+
+    t_start = time.perf_counter()
+    prompts = render_prompts(tokenizer, queries)
+    texts, counts, latencies = [], [], []
+    for p in tqdm(prompts, desc="generate (loop)", unit="query", disable=not progress, leave=False):
+        tic = time.perf_counter()
+        text = mlx_lm.generate(model, tokenizer, p, max_tokens=max_tokens, verbose=False)
+        latencies.append(time.perf_counter() - tic)
+        texts.append(finish_text(text))
+        counts.append(len(tokenizer.encode(text, add_special_tokens=False)))
+    return Generation(texts, counts, latencies, wall_time=time.perf_counter() - t_start)
+
+
+def perplexity(
+    model, tokenizer, queries: Sequence[dict], *, batch_size: int = 8, max_seq_length: int = 4096
+) -> float | None:
+    """exp(mean negative log-likelihood) of the reference answer tokens (the prompt is masked,
+    as ``mlx_lm lora --mask-prompt`` trains), over all queries."""
+    import mlx.nn as nn
+    from mlx_lm.tuner.datasets import ChatDataset
+
+    ds = ChatDataset(list(queries), tokenizer, mask_prompt=True)
+    items = [ds.process(r) for r in queries]
+    items = [(t[:max_seq_length], off) for t, off in items if off < min(len(t), max_seq_length)]
+    if not items:
+        return None
+    items.sort(key=lambda x: len(x[0]))
+    total_nll, total_tokens = 0.0, 0
+    for s in range(0, len(items), batch_size):
+        chunk = items[s : s + batch_size]
+        width = max(len(t) for t, _ in chunk)
+        batch = mx.array([t + [0] * (width - len(t)) for t, _ in chunk])
+        lengths = mx.array([len(t) for t, _ in chunk])
+        offsets = mx.array([off for _, off in chunk])
+        inputs, targets = batch[:, :-1], batch[:, 1:]
+        logits = model(inputs).astype(mx.float32)
+        pos = mx.arange(1, width)[None, :]
+        mask = (pos >= offsets[:, None]) & (pos < lengths[:, None])
+        nll = nn.losses.cross_entropy(logits, targets) * mask
+        total_nll += float(nll.sum().item())
+        total_tokens += int(mask.sum().item())
+    return math.exp(total_nll / total_tokens) if total_tokens else None

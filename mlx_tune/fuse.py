@@ -1,0 +1,236 @@
+"""Fuse an adapter into its base model and save an 8-bit mlx-lm model (``mlx-tune fuse``).
+
+A quantized base is dequantized, the LoRA/DoRA deltas are added in full precision, and the result
+is quantized to ``bits`` (8 by default). Fusing straight back into 4-bit weights rounds the small
+deltas away (mlx-lm issue 1172); 8 bits keeps them. The saved directory is a standard mlx-lm model
+(``mlx_lm.load`` / ``mlx_lm generate --model OUT``). After saving, greedy outputs of the fused model
+are compared with base + adapter on validation prompts and written to ``OUT/README.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from mlx_tune import UserError, fileio
+
+DEFAULT_MAX_TOKENS = 24
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def _pick_group_size(model, preferred: int) -> int:
+    """The largest of (preferred, 64, 32) dividing every quantizable layer's input size."""
+    import mlx.nn as nn
+
+    dims = [m.weight.shape[-1] for _, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Embedding))]
+    for g in dict.fromkeys((preferred, 64, 32)):
+        if all(d % g == 0 for d in dims):
+            return g
+    return 32  # layers that 32 does not divide stay in float (mlx-lm skips them)
+
+
+def resolve(model: str | None, adapter_path: str | None, save_path: str | None, phase: int | None,
+            bits: int) -> tuple[str, Path, Path, dict]:
+    problems = []
+    if phase is not None:
+        adapter_path = adapter_path or f"adapters/phase{phase}"
+        save_path = save_path or f"models/phase{phase}-fused-{bits}bit"
+    if not adapter_path:
+        problems.append("--adapter-path: required (or --phase N)")
+    if not save_path:
+        problems.append("--save-path: required (or --phase N)")
+    if problems:
+        raise UserError("; ".join(problems))
+    adapter = Path(adapter_path)
+    cfg_file = adapter / "adapter_config.json"
+    if not (adapter / "adapters.safetensors").is_file() or not cfg_file.is_file():
+        hint = f" (run `mlx-tune train --phase {phase}` first)" if phase is not None else ""
+        raise UserError(f"--adapter-path: {adapter} has no adapters.safetensors + adapter_config.json{hint}")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{cfg_file}: not valid JSON: {e.msg}") from None
+    if model and cfg.get("model") and Path(model).resolve() != Path(cfg["model"]).resolve() and model != cfg["model"]:
+        # allowed (a moved base), but the shapes are checked when the adapter is loaded
+        pass
+    model = model or cfg.get("model")
+    if not model:
+        raise UserError(f"--model: required ({cfg_file} does not name its base model)")
+    if not Path(model).exists() and (model.count("/") != 1 or model.startswith((".", "/"))):
+        raise UserError(f"--model: {model} does not exist")
+    return model, adapter, Path(save_path), cfg
+
+
+def validation_prompts(cfg: dict, n: int) -> list[dict]:
+    """Up to ``n`` validation records (conversation minus the last answer) from the adapter's data."""
+    data = cfg.get("data")
+    path = Path(data) / "valid.jsonl" if data else None
+    if not path or not path.is_file() or n <= 0:
+        return []
+    return fileio.read_jsonl(path)[:n]
+
+
+def _prompt_ids(tokenizer, record: dict) -> list[int]:
+    from mlx_tune.train import _chat_messages, _template
+
+    messages = _chat_messages(record)[:-1]
+    return _template(tokenizer, messages, record.get("tools"), add_generation_prompt=True)
+
+
+def _greedy(model, tokenizer, prompts: list[list[int]], max_tokens: int) -> list[str]:
+    from mlx_lm import generate
+
+    return [generate(model, tokenizer, prompt=p, max_tokens=max_tokens, verbose=False) for p in prompts]
+
+
+def fuse(
+    *,
+    model: str | None = None,
+    adapter_path: str | None = None,
+    save_path: str | None = None,
+    phase: int | None = None,
+    bits: int = 8,
+    group_size: int = 64,
+    verify_prompts: int = 8,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    force: bool = False,
+) -> dict:
+    """Fuse, quantize, save, verify; return the report (also in ``OUT/README.md`` and ``OUT/fuse.json``)."""
+    import mlx.core as mx
+    from mlx.utils import tree_unflatten
+    from mlx_lm import load
+    from mlx_lm.utils import dequantize_model, quantize_model, save
+
+    if bits not in (4, 8, 16):
+        raise UserError(f"--bits: {bits} is not 4, 8 or 16")
+    base, adapter, out, cfg = resolve(model, adapter_path, save_path, phase, bits)
+    if out.exists() and not force:
+        raise UserError(f"--save-path: {out} exists (pass --force to replace it)")
+    t0 = time.perf_counter()
+
+    def load_with_adapter():
+        try:
+            return load(base, adapter_path=str(adapter), return_config=True)
+        except (ValueError, KeyError) as e:
+            first = str(e).strip().splitlines()
+            raise UserError(f"--adapter-path: {adapter} does not match the base {base}: {first[0] if first else e}") from None
+        except Exception as e:
+            raise UserError(f"--model: could not load {base}: {str(e).splitlines()[0] if str(e) else e}") from None
+
+    fused, tokenizer, config = load_with_adapter()
+    base_bits = (config.get("quantization") or {}).get("bits")
+    layers = [(n, m.fuse(dequantize=True)) for n, m in fused.named_modules() if hasattr(m, "fuse")]
+    if layers:
+        fused.update_modules(tree_unflatten(layers))
+    fused = dequantize_model(fused)
+    config = dict(config)
+    config.pop("quantization", None)
+    config.pop("quantization_config", None)
+    used_group = None
+    if bits in (4, 8):
+        used_group = _pick_group_size(fused, group_size)
+        fused, config = quantize_model(fused, config, used_group, bits)
+    mx.eval(fused.parameters())
+
+    with fileio.atomic_path(out) as tmp:
+        save(tmp, base, fused, tokenizer, config, donate_model=False)
+        fuse_seconds = time.perf_counter() - t0
+        records = validation_prompts(cfg, verify_prompts)
+        agreement = None
+        samples = []
+        if records:
+            ref_model, ref_tok, _ = load_with_adapter()
+            check_model, check_tok = load(str(tmp))
+            prompts = [_prompt_ids(ref_tok, r) for r in records]
+            want = _greedy(ref_model, ref_tok, prompts, max_tokens)
+            got = _greedy(check_model, check_tok, prompts, max_tokens)
+            same = [a == b for a, b in zip(want, got, strict=True)]
+            agreement = sum(same) / len(same)
+            samples = [{"adapter": a, "fused": b, "same": s} for a, b, s in zip(want, got, same, strict=True)]
+        report = {
+            "base": base,
+            "base_bits": base_bits,
+            "adapter_path": str(adapter),
+            "save_path": str(out),
+            "phase": phase,
+            "bits": bits,
+            "group_size": used_group,
+            "fine_tune_type": cfg.get("fine_tune_type", "lora"),
+            "verify_prompts": len(records),
+            "greedy_agreement": agreement,
+            "max_tokens": max_tokens,
+            "fuse_seconds": round(fuse_seconds, 3),
+            "total_seconds": round(time.perf_counter() - t0, 3),
+            "fused_bytes": _dir_bytes(tmp),
+            "base_bytes": _dir_bytes(Path(base)) if Path(base).is_dir() else None,
+            "adapter_bytes": (adapter / "adapters.safetensors").stat().st_size,
+            "training": _read_json(adapter / "summary.json"),
+            "data": _data_counts(cfg),
+            "samples": samples,
+        }
+        (tmp / "fuse.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        (tmp / "README.md").write_text(model_card(report))
+    return report
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _data_counts(cfg: dict) -> dict:
+    data = cfg.get("data")
+    counts = {}
+    for split in ("train", "valid", "test"):
+        p = Path(data) / f"{split}.jsonl" if data else None
+        if p and p.is_file():
+            with open(p, encoding="utf-8") as f:
+                counts[split] = sum(1 for line in f if line.strip())
+    return counts
+
+
+def model_card(r: dict) -> str:
+    t = r.get("training") or {}
+    agree = "not checked (no validation data)" if r["greedy_agreement"] is None else (
+        f"{r['greedy_agreement']:.0%} of {r['verify_prompts']} validation prompts identical "
+        f"(greedy, {r['max_tokens']} tokens)")
+    lines = [
+        f"# {Path(r['save_path']).name}",
+        "",
+        f"Base model `{r['base']}` ({r['base_bits'] or 'float'} bits) with the {r['fine_tune_type']} adapter "
+        f"`{r['adapter_path']}` fused in full precision and saved at "
+        + (f"{r['bits']} bits (group size {r['group_size']})." if r["bits"] != 16 else "float precision."),
+        "",
+        "| | |",
+        "|---|---|",
+        f"| phase | {r['phase'] if r['phase'] is not None else '-'} |",
+        f"| data (examples) | {', '.join(f'{k} {v}' for k, v in r['data'].items()) or '-'} |",
+        f"| val loss first -> best | {t.get('val_loss_first')} -> {t.get('val_loss_best')} "
+        f"({t.get('improvement_pct')}% lower) |",
+        f"| training steps, seconds | {t.get('step')}, {t.get('train_seconds')} |",
+        f"| greedy agreement with base + adapter | {agree} |",
+        f"| size on disk | fused {r['fused_bytes']:,} B; base {r['base_bytes'] or '-'} B; "
+        f"adapter {r['adapter_bytes']:,} B |",
+        f"| fuse time | {r['fuse_seconds']} s (with verification {r['total_seconds']} s) |",
+        "",
+        "Use it with mlx-lm unchanged:",
+        "",
+        "```",
+        f"mlx_lm.generate --model {r['save_path']} --prompt 'Where is APIRouter defined?'",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def describe(r: dict) -> str:
+    agree = "-" if r["greedy_agreement"] is None else f"{r['greedy_agreement']:.0%} of {r['verify_prompts']}"
+    return (f"fused {r['adapter_path']} into {r['base']} -> {r['save_path']} ({r['bits']} bits)\n"
+            f"greedy agreement with base + adapter: {agree}; size {r['fused_bytes']:,} bytes; "
+            f"{r['total_seconds']} s")

@@ -1,0 +1,498 @@
+"""The embedded default model: a tiny Qwen2 built from local files only (see DESIGN.md).
+
+``build_tiny_model`` writes a real mlx-lm model directory (``config.json``,
+``model.safetensors``, ``tokenizer.json``, ``tokenizer_config.json``) that ``mlx_lm.load``,
+``mlx_lm generate``/``server`` and ``transformers.AutoTokenizer`` load offline:
+
+- a byte-level BPE tokenizer (Qwen2's pre-tokenizer and special tokens) trained with
+  ``tokenizers`` on local text: the ``.py``/``.md`` files of a few installed packages plus any
+  files given (JSONL records are rendered through the chat template first);
+- a Qwen2.5-style chat template that renders ``tools`` and assistant ``tool_calls``;
+- float32 weights from a seeded random init, optionally pretrained for a bounded number of
+  steps on the local Python text (cached by content hash, so it runs once per machine);
+- optionally a quantized variant (``bits=4``) so QLoRA on a quantized base is exercised.
+
+Same inputs and seed give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mlx_tune import UserError, __version__, fileio
+
+# Qwen2.5's chat template, with two changes: arguments given as a JSON string are emitted as-is
+# (dicts go through tojson, as in Qwen2.5), so mlx-lm's JSON-string records and dict arguments
+# render to the same text; and the default system prompt does not claim to be Qwen.
+CHAT_TEMPLATE = (
+    "{%- if tools %}\n"
+    "    {{- '<|im_start|>system\\n' }}\n"
+    "    {%- if messages[0]['role'] == 'system' %}\n"
+    "        {{- messages[0]['content'] }}\n"
+    "    {%- else %}\n"
+    "        {{- 'You are a helpful assistant.' }}\n"
+    "    {%- endif %}\n"
+    '    {{- "\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query.'
+    '\\n\\nYou are provided with function signatures within <tools></tools> XML tags:\\n<tools>" }}\n'
+    "    {%- for tool in tools %}\n"
+    '        {{- "\\n" }}\n'
+    "        {{- tool | tojson }}\n"
+    "    {%- endfor %}\n"
+    '    {{- "\\n</tools>\\n\\nFor each function call, return a json object with function name and '
+    "arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n"
+    '{\\"name\\": <function-name>, \\"arguments\\": <args-json-object>}\\n</tool_call><|im_end|>\\n" }}\n'
+    "{%- else %}\n"
+    "    {%- if messages[0]['role'] == 'system' %}\n"
+    "        {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}\n"
+    "    {%- else %}\n"
+    "        {{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}\n"
+    "    {%- endif %}\n"
+    "{%- endif %}\n"
+    "{%- for message in messages %}\n"
+    '    {%- if (message.role == "user") or (message.role == "system" and not loop.first) '
+    'or (message.role == "assistant" and not message.tool_calls) %}\n'
+    "        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}\n"
+    '    {%- elif message.role == "assistant" %}\n'
+    "        {{- '<|im_start|>' + message.role }}\n"
+    "        {%- if message.content %}\n"
+    "            {{- '\\n' + message.content }}\n"
+    "        {%- endif %}\n"
+    "        {%- for tool_call in message.tool_calls %}\n"
+    "            {%- if tool_call.function is defined %}\n"
+    "                {%- set tool_call = tool_call.function %}\n"
+    "            {%- endif %}\n"
+    '            {{- \'\\n<tool_call>\\n{"name": "\' }}\n'
+    "            {{- tool_call.name }}\n"
+    '            {{- \'", "arguments": \' }}\n'
+    "            {%- if tool_call.arguments is string %}\n"
+    "                {{- tool_call.arguments }}\n"
+    "            {%- else %}\n"
+    "                {{- tool_call.arguments | tojson }}\n"
+    "            {%- endif %}\n"
+    "            {{- '}\\n</tool_call>' }}\n"
+    "        {%- endfor %}\n"
+    "        {{- '<|im_end|>\\n' }}\n"
+    '    {%- elif message.role == "tool" %}\n'
+    '        {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != "tool") %}\n'
+    "            {{- '<|im_start|>user' }}\n"
+    "        {%- endif %}\n"
+    "        {{- '\\n<tool_response>\\n' }}\n"
+    "        {{- message.content }}\n"
+    "        {{- '\\n</tool_response>' }}\n"
+    '        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}\n'
+    "            {{- '<|im_end|>\\n' }}\n"
+    "        {%- endif %}\n"
+    "    {%- endif %}\n"
+    "{%- endfor %}\n"
+    "{%- if add_generation_prompt %}\n"
+    "    {{- '<|im_start|>assistant\\n' }}\n"
+    "{%- endif %}\n"
+)
+
+ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
+SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END)
+# As in Qwen2.5, the tool-call tags are added tokens but not "special": decoding keeps them.
+TOOL_TOKENS = ("<tool_call>", "</tool_call>")
+
+# Qwen2's pre-tokenizer split (digits one at a time, words with one leading non-letter).
+QWEN2_SPLIT_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+DEFAULT_CORPUS_PACKAGES = ("click", "jinja2", "markupsafe", "yaml", "jsonlines", "tqdm")
+
+DEFAULT_SIZE: dict[str, int] = {
+    "vocab_size": 4096,  # BPE merges learned; special/added tokens come on top
+    "hidden_size": 128,
+    "num_hidden_layers": 2,
+    "intermediate_size": 384,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 2048,
+    "max_corpus_chars": 4_000_000,
+}
+
+DEFAULT_PRETRAIN_STEPS = 0
+PRETRAIN = {"batch_size": 8, "seq_len": 256, "learning_rate": 2e-3, "warmup": 20}
+
+# The training settings for the tiny preset (filled in from the recipe experiments).
+TINY_TRAIN_PRESET: dict[str, Any] = {
+    "fine_tune_type": "lora",
+    "rank": 64,
+    "scale": 2.0,
+    "keys": "all",
+    "num_layers": -1,
+    "learning_rate": 2e-3,
+    "iters": 300,
+    "batch_size": 8,
+    "max_seq_length": 1024,
+}
+
+
+# ---------------------------------------------------------------- chat rendering
+
+
+def render_chat(
+    messages: list[dict], tools: list[dict] | None = None, add_generation_prompt: bool = False
+) -> str:
+    """Render a conversation with :data:`CHAT_TEMPLATE` (the same Jinja settings transformers uses)."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(
+            x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+        )
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.filters["tojson"] = tojson
+    return env.from_string(CHAT_TEMPLATE).render(
+        messages=messages, tools=tools, add_generation_prompt=add_generation_prompt
+    )
+
+
+# ---------------------------------------------------------------- corpus
+
+
+def default_corpus_files(packages: tuple[str, ...] = DEFAULT_CORPUS_PACKAGES) -> list[Path]:
+    """The ``.py`` and ``.md`` files of the installed ``packages`` (missing ones are skipped),
+    in a stable order. Found via importlib; nothing is imported or executed."""
+    files: list[Path] = []
+    for name in packages:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        for root in sorted(spec.submodule_search_locations):
+            root_path = Path(root)
+            found = [p for p in root_path.rglob("*") if p.suffix in (".py", ".md") and p.is_file()]
+            files.extend(sorted(found, key=lambda p: p.relative_to(root_path).as_posix()))
+    return files
+
+
+def _file_texts(path: Path) -> Iterator[str]:
+    """A corpus file as text: JSONL records are rendered through the chat template."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such corpus file")
+    if path.suffix == ".jsonl":
+        for lineno, record in fileio.iter_jsonl(path):
+            messages = record.get("messages")
+            if not (isinstance(messages, list) and messages and all(isinstance(m, dict) for m in messages)):
+                raise UserError(
+                    f"{path}:{lineno}: messages: missing or empty (corpus JSONL must hold chat records)"
+                )
+            try:
+                yield render_chat(messages, record.get("tools"))
+            except Exception as e:  # a malformed message (no role, no content) fails in the template
+                raise UserError(f"{path}:{lineno}: messages: cannot be rendered ({e})") from None
+    else:
+        yield path.read_text(encoding="utf-8", errors="replace")
+
+
+def _scaffold_texts() -> list[str]:
+    """The suite's prompt scaffold (system prompt + tools block) so the tokenizer learns it.
+    It holds no answers: only the part every prompt starts with."""
+    from mlx_tune import records
+
+    return [
+        render_chat(
+            [{"role": "system", "content": records.SYSTEM_PROMPT}, {"role": "user", "content": "Hi."}],
+            records.TOOLS,
+            add_generation_prompt=True,
+        ),
+        render_chat(
+            [{"role": "system", "content": records.CODE_SYSTEM_PROMPT}, {"role": "user", "content": "Hi."}],
+            add_generation_prompt=True,
+        ),
+    ]
+
+
+def load_corpus(corpus: list[Path] | None, max_chars: int) -> tuple[list[str], list[str]]:
+    """``(tokenizer_texts, pretrain_texts)``: the tokenizer learns from the default package
+    files, the scaffold and every given file; pretraining uses only plain text files (package
+    sources and given non-JSONL files), never chat records, so the base stays poor at the task."""
+    plain: list[str] = []
+    total = 0
+    for path in default_corpus_files():
+        if total >= max_chars:
+            break
+        text = path.read_text(encoding="utf-8", errors="replace")
+        plain.append(text)
+        total += len(text)
+    chats: list[str] = []
+    for path in corpus or []:
+        path = Path(path)
+        (chats if path.suffix == ".jsonl" else plain).extend(_file_texts(path))
+    return plain + chats + _scaffold_texts() * 50, plain
+
+
+# ---------------------------------------------------------------- tokenizer
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """A Qwen2-style byte-level BPE ``tokenizers.Tokenizer`` with the special tokens appended."""
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
+
+    tok = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in TOOL_TOKENS])
+    return tok
+
+
+def _tokenizer_config(tok, max_len: int) -> dict:
+    decoder = {}
+    for token in SPECIAL_TOKENS + TOOL_TOKENS:
+        decoder[str(tok.token_to_id(token))] = {
+            "content": token,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": token in SPECIAL_TOKENS,
+        }
+    return {
+        "add_bos_token": False,
+        "add_prefix_space": False,
+        "added_tokens_decoder": decoder,
+        "additional_special_tokens": [IM_START, IM_END],
+        "bos_token": None,
+        "chat_template": CHAT_TEMPLATE,
+        "clean_up_tokenization_spaces": False,
+        "eos_token": IM_END,
+        "errors": "replace",
+        "model_max_length": max_len,
+        "pad_token": ENDOFTEXT,
+        "split_special_tokens": False,
+        "tokenizer_class": "Qwen2Tokenizer",
+        "unk_token": None,
+    }
+
+
+# ---------------------------------------------------------------- model
+
+
+def _model_config(size: dict[str, int], vocab_total: int, tok) -> dict:
+    hidden, heads = size["hidden_size"], size["num_attention_heads"]
+    if hidden % heads or heads % size["num_key_value_heads"]:
+        raise UserError(
+            f"--hidden-size {hidden} must divide by --heads {heads}, and heads by kv heads "
+            f"{size['num_key_value_heads']}"
+        )
+    return {
+        "architectures": ["Qwen2ForCausalLM"],
+        "model_type": "qwen2",
+        "hidden_act": "silu",
+        "hidden_size": hidden,
+        "intermediate_size": size["intermediate_size"],
+        "num_hidden_layers": size["num_hidden_layers"],
+        "num_attention_heads": heads,
+        "num_key_value_heads": size["num_key_value_heads"],
+        "max_position_embeddings": size["max_position_embeddings"],
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": True,
+        "torch_dtype": "float32",
+        "use_sliding_window": False,
+        "vocab_size": vocab_total,
+        "bos_token_id": tok.token_to_id(ENDOFTEXT),
+        "eos_token_id": tok.token_to_id(IM_END),
+    }
+
+
+def _init_model(config: dict, seed: int):
+    import mlx.core as mx
+    from mlx_lm.utils import _get_classes
+
+    model_class, args_class = _get_classes(config)
+    mx.random.seed(seed)
+    model = model_class(args_class.from_dict(config))
+    mx.eval(model.parameters())
+    return model
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("mlx", "mlx-lm", "tokenizers")} | {"mlx_tune": __version__}
+
+
+def cache_dir() -> Path:
+    """Where pretrained tiny weights are cached: ``$MLX_TUNE_CACHE`` or ``~/.cache/mlx_tune``."""
+    return Path(os.environ.get("MLX_TUNE_CACHE") or Path.home() / ".cache" / "mlx_tune")
+
+
+def _pretrain(model, tok, texts: list[str], config: dict, steps: int, seed: int) -> None:
+    """Language-model pretraining on plain text, cached by a hash of everything that shapes it."""
+    import mlx.core as mx
+    import numpy as np
+
+    tok_hash = hashlib.sha256(tok.to_str().encode()).hexdigest()
+    key_src = json.dumps(
+        {"config": config, "steps": steps, "seed": seed, "pretrain": PRETRAIN, "tok": tok_hash}
+        | {"text": hashlib.sha256("\x00".join(texts).encode()).hexdigest(), "versions": _versions()},
+        sort_keys=True,
+    )
+    cached = cache_dir() / "tiny" / hashlib.sha256(key_src.encode()).hexdigest()[:32] / "model.safetensors"
+    if cached.is_file():
+        model.load_weights(str(cached))
+        mx.eval(model.parameters())
+        return
+
+    eot = tok.token_to_id(ENDOFTEXT)
+    ids: list[int] = []
+    for enc in tok.encode_batch(texts, add_special_tokens=False):
+        ids.extend(enc.ids)
+        ids.append(eot)
+    seq = PRETRAIN["seq_len"] + 1
+    data = np.array(ids[: len(ids) // seq * seq], dtype=np.int32).reshape(-1, seq)
+    if len(data) == 0:
+        raise UserError("pretraining corpus is empty: give --corpus files or use --pretrain-steps 0")
+    _lm_train(model, data, steps, seed, PRETRAIN["batch_size"], PRETRAIN["learning_rate"], PRETRAIN["warmup"])
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with fileio.atomic_path(cached) as tmp:
+        mx.save_safetensors(str(tmp), _flat_params(model))
+
+
+def _flat_params(model) -> dict:
+    from mlx.utils import tree_flatten
+
+    return dict(tree_flatten(model.parameters()))
+
+
+def _lm_train(model, data, steps: int, seed: int, batch_size: int, lr: float, warmup: int) -> None:
+    import mlx.core as mx
+    import mlx.nn as nn
+    import mlx.optimizers as optim
+    import numpy as np
+    from tqdm import tqdm
+
+    def loss_fn(model, batch):
+        logits = model(batch[:, :-1])
+        return nn.losses.cross_entropy(logits, batch[:, 1:], reduction="mean")
+
+    schedule = optim.join_schedules(
+        [optim.linear_schedule(lr / 20, lr, warmup), optim.cosine_decay(lr, max(1, steps - warmup), lr / 10)],
+        [warmup],
+    )
+    opt = optim.AdamW(learning_rate=schedule, weight_decay=0.01)
+    step_fn = nn.value_and_grad(model, loss_fn)
+    rng = np.random.RandomState(seed)
+    model.train()
+    with tqdm(range(steps), desc="pretrain tiny", file=sys.stderr, leave=False) as bar:
+        for _ in bar:
+            batch = mx.array(data[rng.randint(0, len(data), size=batch_size)])
+            loss, grads = step_fn(model, batch)
+            opt.update(model, grads)
+            mx.eval(model.parameters(), opt.state, loss)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+
+
+# ---------------------------------------------------------------- build
+
+
+def build_tiny_model(
+    out_dir: str | os.PathLike,
+    *,
+    bits: int | None = None,
+    seed: int = 0,
+    corpus: list[Path] | None = None,
+    pretrain_steps: int = DEFAULT_PRETRAIN_STEPS,
+    **size: int,
+) -> Path:
+    """Build the tiny Qwen2 model directory at ``out_dir`` and return it.
+
+    ``size`` overrides :data:`DEFAULT_SIZE` (vocab_size, hidden_size, num_hidden_layers,
+    intermediate_size, num_attention_heads, num_key_value_heads, max_position_embeddings,
+    max_corpus_chars). ``bits`` (4 or 8) writes a quantized model. ``corpus`` adds files for
+    the tokenizer (JSONL chat records are rendered first). ``pretrain_steps`` > 0 pretrains
+    on local plain text (cached).
+    """
+    from mlx_lm.utils import quantize_model, save_config, save_model
+
+    unknown = set(size) - set(DEFAULT_SIZE)
+    if unknown:
+        raise UserError(f"unknown size option(s): {', '.join(sorted(unknown))}")
+    size = DEFAULT_SIZE | size
+    if bits not in (None, 2, 3, 4, 5, 6, 8):
+        raise UserError(f"--bits {bits}: choose 4 or 8 (or leave it out for float32)")
+    if pretrain_steps < 0:
+        raise UserError("--pretrain-steps must be 0 or more")
+    out_dir = Path(out_dir)
+
+    tok_texts, plain_texts = load_corpus(corpus, size["max_corpus_chars"])
+    tok = train_tokenizer(tok_texts, size["vocab_size"])
+    config = _model_config(size, tok.get_vocab_size(with_added_tokens=True), tok)
+    model = _init_model(config, seed)
+    if pretrain_steps:
+        _pretrain(model, tok, plain_texts, config, pretrain_steps, seed)
+
+    if bits is not None:
+        hidden = config["hidden_size"]
+        group = 64 if hidden % 64 == 0 and config["intermediate_size"] % 64 == 0 else 32
+        if hidden % group or config["intermediate_size"] % group:
+            raise UserError(f"--bits needs hidden and intermediate sizes divisible by 32 (got {hidden})")
+        with contextlib.redirect_stdout(sys.stderr):
+            model, config = quantize_model(model, config, group_size=group, bits=bits)
+
+    with fileio.atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        save_model(tmp, model)
+        # A single shard needs no index, and its index only repeats the weight names.
+        (tmp / "model.safetensors.index.json").unlink(missing_ok=True)
+        save_config(dict(config), tmp / "config.json")
+        tok.save(str(tmp / "tokenizer.json"))
+        fileio.write_json(
+            tmp / "tokenizer_config.json", _tokenizer_config(tok, size["max_position_embeddings"])
+        )
+        eos = [tok.token_to_id(IM_END), tok.token_to_id(ENDOFTEXT)]
+        fileio.write_json(
+            tmp / "generation_config.json",
+            {"bos_token_id": tok.token_to_id(ENDOFTEXT), "eos_token_id": eos, "pad_token_id": eos[1]},
+        )
+        fileio.write_json(
+            tmp / "mlx_tune_tiny.json",
+            {"seed": seed, "bits": bits, "pretrain_steps": pretrain_steps, "size": size}
+            | {"corpus": [str(p) for p in corpus or []], "versions": _versions()},
+        )
+    return out_dir
+
+
+def count_parameters(model_dir: str | os.PathLike) -> int:
+    """Parameters of a (float) tiny model, from its config."""
+    c = json.loads((Path(model_dir) / "config.json").read_text())
+    h, i, n = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"]
+    kv = h // c["num_attention_heads"] * c["num_key_value_heads"]
+    layer = h * h * 2 + 2 * h * kv + h + 2 * kv + 3 * h * i + 2 * h
+    return c["vocab_size"] * h + n * layer + h
