@@ -8,6 +8,8 @@ mlx is loaded only by the commands that need it. A ``UserError`` from any stage 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from mlx_tune import UserError, __version__
@@ -365,10 +367,17 @@ def tiny_build(out, bits, seed, pretrain_steps, corpus, vocab_size, hidden_size,
 
 
 @main.command("train")
-@click.option("--phase", type=int, help="Read data/phases/phaseN.yaml (train: section); data data/phaseN, "
-              "adapters adapters/phaseN.")
-@click.option("--preset", help="Start from a preset: a name in data/phases/presets/ (qlora, coder7b) or tiny.")
-@click.option("-c", "--config", type=click.Path(), help="A YAML file of training settings (mlx-lm keys work).")
+@click.option(
+    "--phase",
+    type=int,
+    help="Read data/phases/phaseN.yaml (train: section); data data/phaseN, adapters adapters/phaseN.",
+)
+@click.option(
+    "--preset", help="Start from a preset: a name in data/phases/presets/ (qlora, coder7b) or tiny."
+)
+@click.option(
+    "-c", "--config", type=click.Path(), help="A YAML file of training settings (mlx-lm keys work)."
+)
 @click.option("--model", help="Base model: local mlx-lm model directory or Hugging Face repo id.")
 @click.option("--data", help="Directory with train.jsonl and valid.jsonl.")
 @click.option("--adapter-path", help="Output directory (adapters, metrics, summary, best/, checkpoints/).")
@@ -383,9 +392,13 @@ def tiny_build(out, bits, seed, pretrain_steps, corpus, vocab_size, hidden_size,
 @click.option("--alpha", type=float, help="LoRA alpha (scale = alpha / rank).")
 @click.option("--scale", type=float, help="mlx-lm LoRA scale (instead of --alpha).")
 @click.option("--dropout", type=float, help="LoRA dropout.")
-@click.option("--target-modules", help="Comma-separated layers to adapt: q_proj,v_proj or self_attn.q_proj; all.")
+@click.option(
+    "--target-modules", help="Comma-separated layers to adapt: q_proj,v_proj or self_attn.q_proj; all."
+)
 @click.option("--num-layers", type=int, help="Adapt the last N layers (-1: all).")
-@click.option("--mask-prompt/--no-mask-prompt", default=None, help="Train on assistant turns only (default on).")
+@click.option(
+    "--mask-prompt/--no-mask-prompt", default=None, help="Train on assistant turns only (default on)."
+)
 @click.option("--grad-accumulation-steps", type=int, help="Micro-batches per optimizer update.")
 @click.option("--grad-checkpoint/--no-grad-checkpoint", default=None, help="Gradient checkpointing.")
 @click.option("--max-seq-length", type=int, help="Longest sequence in tokens.")
@@ -414,15 +427,27 @@ def train_cmd(phase, preset, config, resume, quiet, **options) -> None:
 
 
 @main.command("fuse")
-@click.option("--phase", type=int, help="Use adapters/phaseN and its model; save to models/phaseN-fused-8bit.")
+@click.option(
+    "--phase", type=int, help="Use adapters/phaseN and its model; save to models/phaseN-fused-8bit."
+)
 @click.option("--model", help="Base model (default: the adapter's adapter_config.json model).")
 @click.option("--adapter-path", help="Adapter directory (adapters.safetensors + adapter_config.json).")
 @click.option("--save-path", help="Output model directory.")
-@click.option("--bits", type=click.Choice(["4", "8", "16"]), default="8", show_default=True,
-              help="Quantize the fused model to this many bits (16: keep float).")
+@click.option(
+    "--bits",
+    type=click.Choice(["4", "8", "16"]),
+    default="8",
+    show_default=True,
+    help="Quantize the fused model to this many bits (16: keep float).",
+)
 @click.option("--group-size", type=int, default=64, show_default=True, help="Quantization group size.")
-@click.option("--verify-prompts", type=int, default=8, show_default=True,
-              help="Validation prompts to compare greedy outputs on (0: skip).")
+@click.option(
+    "--verify-prompts",
+    type=int,
+    default=8,
+    show_default=True,
+    help="Validation prompts to compare greedy outputs on (0: skip).",
+)
 @click.option("--force", is_flag=True, help="Replace an existing save path.")
 def fuse_cmd(phase, model, adapter_path, save_path, bits, group_size, verify_prompts, force) -> None:
     """Fuse an adapter into its base and save an mlx-lm model (8-bit by default).
@@ -433,8 +458,16 @@ def fuse_cmd(phase, model, adapter_path, save_path, bits, group_size, verify_pro
     """
     from mlx_tune import fuse as fuse_mod
 
-    report = fuse_mod.fuse(model=model, adapter_path=adapter_path, save_path=save_path, phase=phase,
-                           bits=int(bits), group_size=group_size, verify_prompts=verify_prompts, force=force)
+    report = fuse_mod.fuse(
+        model=model,
+        adapter_path=adapter_path,
+        save_path=save_path,
+        phase=phase,
+        bits=int(bits),
+        group_size=group_size,
+        verify_prompts=verify_prompts,
+        force=force,
+    )
     click.echo(fuse_mod.describe(report))
 
 
@@ -455,8 +488,45 @@ def bench(ctx: click.Context) -> None:
     bench_mod.command.main(args=list(ctx.args), prog_name="mlx-tune bench", standalone_mode=False)
 
 
-
 # ---------------- demo (demo.py)
+
+
+@main.command()
+@click.option(
+    "--model", default=None, help="Base model (path or HF id). Default: build the embedded tiny model."
+)
+@click.option(
+    "--repos",
+    "repos_mode",
+    type=click.Choice(["installed", "clone"]),
+    default="installed",
+    show_default=True,
+    help="Take repositories from installed packages (offline) or clone the ten.",
+)
+@click.option(
+    "--iters", type=int, default=None, help="Training iterations per phase (default: the preset's)."
+)
+@click.option("--limit", type=int, default=None, help="Benchmark at most this many held-out queries.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("benchmarks/demo"),
+    show_default=True,
+    help="Benchmark output folder.",
+)
+@click.option("--force", is_flag=True, help="Re-run every stage even if its outputs are up to date.")
+def demo(model, repos_mode, iters, limit, out, force):
+    """Run the whole pipeline offline: tiny model, data, phases 5-7, training, fusing, benchmark.
+
+    Outputs land in their usual places under the current directory (data/, adapters/, models/,
+    benchmarks/demo/). Re-running skips stages whose inputs and settings are unchanged. On a Mac
+    with a network: mlx-tune demo --model mlx-community/Qwen2.5-Coder-7B-Instruct-4bit --repos clone
+    """
+    from mlx_tune.demo import DemoSettings, run_demo
+
+    run_demo(
+        DemoSettings(model=model, repos=repos_mode, iters=iters, bench_out=out, limit=limit, force=force)
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Speed of mlx_tune's evaluation against a plain ``mlx_lm.generate`` loop, on one model and one
+query set, in one run.
+
+(a) ``mlx_tune.evaluate.generate_batched``: greedy, queries decoded together in mlx-lm's
+``BatchGenerator``, the shared prompt prefix (system prompt + tool schemas) computed once and its
+KV cache copied per query, each query stopping when its answer is complete (``<|im_end|>`` or
+``</tool_call>``). (b) one ``mlx_lm.generate`` call per query (greedy, stops at EOS or
+``--max-tokens``). Both start from the same loaded model after a warm-up call.
+
+Prints both wall times, how many category predictions (grep/read/direct/invalid) agree, every
+difference, and as the last line ``ratio: N.NN agreement: N.NNN`` (loop time / ours; share of
+identical category predictions). Targets: ratio >= 5, agreement >= 0.99.
+
+    python benchmarks/eval_speed.py [--model SPEC] [--queries FILE] [--limit 64]
+        [--max-tokens 128] [--batch-size 8]
+
+Without ``--model`` it builds the embedded tiny model in a temporary folder (offline); without
+``--queries`` it uses the held-out split (data/phase7/test.jsonl, else the highest phase's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from mlx_tune import UserError, bench, evaluate, metrics
+
+
+def categories(queries: list[dict], texts: list[str]) -> list[str]:
+    return [metrics.parse_prediction(t, metrics.record_format(q)).category for q, t in zip(queries, texts)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", help="model SPEC (folder, HF id or BASE@ADAPTER_DIR); default: tiny model")
+    ap.add_argument("--queries", type=Path, help="held-out records (JSONL)")
+    ap.add_argument("--limit", type=int, default=64, help="first N queries (default 64)")
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=8)
+    args = ap.parse_args(argv)
+    try:
+        queries_path = args.queries or bench.default_queries()
+        queries = bench.load_queries(queries_path, args.limit)
+        with tempfile.TemporaryDirectory() as tmp:
+            spec = args.model
+            if spec is None:
+                from mlx_tune.tiny import build_tiny_model
+
+                spec = str(build_tiny_model(Path(tmp) / "tiny"))
+            model, tokenizer = evaluate.load_model(spec)
+            print(f"model: {args.model or 'tiny (built in a temp dir)'}; {len(queries)} queries from "
+                  f"{queries_path}; max {args.max_tokens} tokens, batch {args.batch_size}")
+            evaluate.generate_loop(model, tokenizer, queries[:1], max_tokens=4)  # warm-up
+
+            tic = time.perf_counter()
+            ours = evaluate.generate_batched(model, tokenizer, queries, max_tokens=args.max_tokens,
+                                             batch_size=args.batch_size, progress=True)
+            t_ours = time.perf_counter() - tic
+            tic = time.perf_counter()
+            loop = evaluate.generate_loop(model, tokenizer, queries, max_tokens=args.max_tokens, progress=True)
+            t_loop = time.perf_counter() - tic
+    except UserError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
+
+    ours_cat, loop_cat = categories(queries, ours.texts), categories(queries, loop.texts)
+    same = sum(a == b for a, b in zip(ours_cat, loop_cat))
+    print(f"ours (batched, shared prefix of {ours.prefix_tokens} tokens, early stop): {t_ours:.2f}s, "
+          f"{sum(ours.token_counts)} answer tokens")
+    print(f"plain loop (mlx_lm.generate per query): {t_loop:.2f}s, {sum(loop.token_counts)} answer tokens")
+    print(f"identical answer texts: {sum(a == b for a, b in zip(ours.texts, loop.texts))}/{len(queries)}")
+    print(f"identical category predictions: {same}/{len(queries)}")
+    for i, (a, b) in enumerate(zip(ours_cat, loop_cat)):
+        if a != b:
+            print(f"  query {i} (expected {metrics.expected_category(queries[i])}): ours {a} {ours.texts[i]!r:.120}"
+                  f" | loop {b} {loop.texts[i]!r:.120}")
+    print(f"ratio: {t_loop / t_ours:.2f} agreement: {same / len(queries):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""The offline end-to-end demo: one command from nothing to a benchmark table.
+
+Stages, each skipped when its outputs exist and its inputs and settings are unchanged (a
+fingerprint per stage is kept in ``data/cache/demo_stamps.json``):
+
+1. the embedded tiny model (``models/tiny``), unless ``--model`` names another base;
+2. repositories: installed packages copied into ``data/repos`` (or ``--repos clone``);
+3. examples: the domain set (this project's source), repository examples, HTML examples;
+4. merges of phases 5, 6 and 7 into ``data/phaseN``;
+5. training of each phase into ``adapters/phaseN``;
+6. fusing phases 5 and 7 into ``models/phaseN-fused-8bit``;
+7. the benchmark of base, adapters and fused models into ``benchmarks/demo``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from mlx_tune import UserError, __version__
+from mlx_tune.fileio import sha256_file, write_json
+
+TINY_MODEL_DIR = Path("models/tiny")
+STAMPS = Path("data/cache/demo_stamps.json")
+# Installed with mlx_tune's own dependencies on every machine, so the demo needs no network.
+DEMO_PACKAGES = ("click", "typer", "pydantic", "attrs", "jinja2", "tqdm", "rich", "anyio")
+PHASES = (5, 6, 7)
+FUSED_PHASES = (5, 7)
+
+
+@dataclass
+class DemoSettings:
+    """What the demo runs; the defaults are the offline demo on the embedded tiny model."""
+
+    model: str | None = None
+    """Base model (path or Hugging Face id); ``None`` builds and uses the embedded tiny model."""
+    repos: str = "installed"
+    """``installed`` copies installed packages (offline); ``clone`` clones the plan's ten repos."""
+    iters: int | None = None
+    """Training iterations per phase (``None``: the preset's or the phase config's)."""
+    bench_out: Path = Path("benchmarks/demo")
+    """Where the benchmark writes results.json, results.md and bench.log."""
+    limit: int | None = None
+    """Benchmark at most this many held-out queries (``None``: all)."""
+    force: bool = False
+    """Re-run every stage even when its outputs are up to date."""
+    log: Callable[[str], None] = field(default=lambda s: click.echo(s, err=True))
+
+
+class _Stamps:
+    """Fingerprints of finished stages, so a re-run skips work that is done and still valid."""
+
+    def __init__(self, path: Path, force: bool):
+        self.path, self.force = path, force
+        self.data = {} if force or not path.is_file() else json.loads(path.read_text())
+
+    @staticmethod
+    def fingerprint(settings: dict, inputs: list[Path]) -> str:
+        h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+        h.update(__version__.encode())
+        for p in inputs:
+            h.update(str(p).encode())
+            h.update(_tree_hash(p).encode())
+        return h.hexdigest()
+
+    def fresh(self, stage: str, fingerprint: str, outputs: list[Path]) -> bool:
+        return self.data.get(stage) == fingerprint and all(p.exists() for p in outputs)
+
+    def done(self, stage: str, fingerprint: str) -> None:
+        self.data[stage] = fingerprint
+        write_json(self.path, self.data)
+
+
+def _tree_hash(path: Path) -> str:
+    if path.is_file():
+        return sha256_file(path)
+    if path.is_dir():
+        h = hashlib.sha256()
+        for p in sorted(q for q in path.rglob("*") if q.is_file() and "checkpoints" not in q.parts):
+            h.update(f"{p.relative_to(path)}:{p.stat().st_size}:{sha256_file(p)}".encode())
+        return h.hexdigest()
+    return "missing"
+
+
+def run_demo(s: DemoSettings) -> dict:
+    """Run every stage (skipping those already done) and return the benchmark results."""
+    stamps = _Stamps(STAMPS, s.force)
+    start = time.perf_counter()
+
+    def stage(name: str, settings: dict, inputs: list[Path], outputs: list[Path], run: Callable[[], None]):
+        fp = stamps.fingerprint(settings, inputs)
+        if stamps.fresh(name, fp, outputs):
+            s.log(f"[demo] {name}: up to date, skipped")
+            return
+        t = time.perf_counter()
+        s.log(f"[demo] {name} ...")
+        run()
+        stamps.done(name, stamps.fingerprint(settings, inputs))
+        s.log(f"[demo] {name}: done in {time.perf_counter() - t:.1f} s")
+
+    model = s.model or str(TINY_MODEL_DIR)
+    tiny = s.model is None
+    if tiny:
+        from mlx_tune.tiny import build_tiny_model
+
+        stage(
+            "tiny model",
+            {"seed": 0},
+            [],
+            [TINY_MODEL_DIR / "config.json"],
+            lambda: build_tiny_model(TINY_MODEL_DIR, seed=0),
+        )
+
+    _data_stages(s, stage)
+    _train_stages(s, stage, model, tiny)
+
+    from mlx_tune.fuse import fuse
+
+    for n in FUSED_PHASES:
+        out = Path(f"models/phase{n}-fused-8bit")
+        stage(
+            f"fuse phase {n}",
+            {"bits": 8, "model": model},
+            [Path(f"adapters/phase{n}")],
+            [out / "config.json"],
+            lambda n=n, out=out: fuse(
+                model=model, adapter_path=f"adapters/phase{n}", save_path=str(out), bits=8, force=True
+            ),
+        )
+
+    from mlx_tune.bench import format_table, run_benchmark
+
+    models = {"base": model}
+    for n in PHASES:
+        models[f"phase{n}"] = f"{model}@adapters/phase{n}"
+        if n in FUSED_PHASES:
+            models[f"phase{n}-fused-8bit"] = f"models/phase{n}-fused-8bit"
+    queries = Path("data/phase7/test.jsonl")
+    results = run_benchmark(models, queries, s.bench_out, repeats=3, limit=s.limit)
+    click.echo(format_table(results))
+    s.log(f"[demo] finished in {(time.perf_counter() - start) / 60:.1f} min; results in {s.bench_out}/")
+    return results
+
+
+def _data_stages(s: DemoSettings, stage) -> None:
+    from mlx_tune import datacheck, examples, html_examples, merge, repos
+
+    repos_dir = Path("data/repos")
+    if s.repos == "clone":
+
+        def get_repos():
+            failed = [r for r in repos.clone_repos(repos_dir) if r.status == "failed"]
+            for r in failed:
+                s.log(f"[demo] clone {r.name} failed: {r.reason}")
+
+        stage(
+            "repositories (clone)",
+            {"names": sorted(repos.POPULAR_REPOS)},
+            [],
+            [repos_dir / "manifest.json"],
+            get_repos,
+        )
+    elif s.repos == "installed":
+        names = [d for d in DEMO_PACKAGES if _installed(d)]
+        versions = {d: importlib.metadata.version(d) for d in names}
+        stage(
+            "repositories (installed packages)",
+            versions,
+            [],
+            [repos_dir / d for d in names],
+            lambda: repos.add_installed(names, dest=repos_dir),
+        )
+    else:
+        raise UserError(f"--repos: {s.repos!r} is neither 'installed' nor 'clone'")
+
+    domain_out = Path("data/domain_examples/training_examples.jsonl")
+    repo_out = Path("data/repos_examples/training_examples.jsonl")
+    html_out = Path("data/html_examples/training_examples.jsonl")
+    domain_root = examples.default_domain_root()
+    stage(
+        "domain examples",
+        {"root": str(domain_root)},
+        [domain_root / "mlx_tune"],
+        [domain_out],
+        lambda: examples.domain_examples(domain_out),
+    )
+    stage(
+        "repository examples",
+        {},
+        [repos_dir],
+        [repo_out],
+        lambda: examples.repo_examples(repos_dir, repo_out),
+    )
+    stage("html examples", {}, [], [html_out], lambda: html_examples.generate_html_examples(html_out))
+    for n in PHASES:
+        phase_file = Path(f"data/phases/phase{n}.yaml")
+        inputs = [phase_file, domain_out, repo_out, html_out]
+        stage(
+            f"merge phase {n}",
+            {},
+            inputs,
+            [Path(f"data/phase{n}/manifest.json")],
+            lambda n=n: merge.merge_phase(n),
+        )
+        click.echo(datacheck.format_stats(datacheck.dataset_stats(Path(f"data/phase{n}"))))
+
+
+def _train_stages(s: DemoSettings, stage, model: str, tiny: bool) -> None:
+    from mlx_tune import train
+
+    for n in PHASES:
+        overrides = {"model": model, "data": f"data/phase{n}", "adapter_path": f"adapters/phase{n}"}
+        if s.iters is not None:
+            overrides["iters"] = s.iters
+        settings = train.resolve_settings(phase=n, preset="tiny" if tiny else None, overrides=overrides)
+        stage(
+            f"train phase {n}",
+            overrides | {"preset": "tiny" if tiny else None},
+            [
+                Path(model) if Path(model).exists() else Path("-"),
+                Path(f"data/phase{n}/train.jsonl"),
+                Path(f"data/phase{n}/valid.jsonl"),
+            ],
+            [Path(f"adapters/phase{n}/adapters.safetensors")],
+            lambda settings=settings: train.train(settings),
+        )
+
+
+def _installed(dist: str) -> bool:
+    try:
+        importlib.metadata.distribution(dist)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
