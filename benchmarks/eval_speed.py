@@ -13,7 +13,7 @@ difference, and as the last line ``ratio: N.NN agreement: N.NNN`` (loop time / o
 identical category predictions). Targets: ratio >= 5, agreement >= 0.99.
 
     python benchmarks/eval_speed.py [--model SPEC] [--queries FILE] [--limit 64]
-        [--max-tokens 128] [--batch-size 8]
+        [--max-tokens 128] [--batch-size 16]
 
 Without ``--model`` it builds the embedded tiny model in a temporary folder (offline); without
 ``--queries`` it uses the held-out split (data/phase7/test.jsonl, else the highest phase's).
@@ -31,7 +31,10 @@ from mlx_tune import UserError, bench, evaluate, metrics
 
 
 def categories(queries: list[dict], texts: list[str]) -> list[str]:
-    return [metrics.parse_prediction(t, metrics.record_format(q)).category for q, t in zip(queries, texts)]
+    return [
+        metrics.parse_prediction(t, metrics.record_format(q)).category
+        for q, t in zip(queries, texts, strict=True)
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queries", type=Path, help="held-out records (JSONL)")
     ap.add_argument("--limit", type=int, default=64, help="first N queries (default 64)")
     ap.add_argument("--max-tokens", type=int, default=128)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=16)
     args = ap.parse_args(argv)
     try:
         queries_path = args.queries or bench.default_queries()
@@ -52,32 +55,48 @@ def main(argv: list[str] | None = None) -> int:
 
                 spec = str(build_tiny_model(Path(tmp) / "tiny"))
             model, tokenizer = evaluate.load_model(spec)
-            print(f"model: {args.model or 'tiny (built in a temp dir)'}; {len(queries)} queries from "
-                  f"{queries_path}; max {args.max_tokens} tokens, batch {args.batch_size}")
+            print(
+                f"model: {args.model or 'tiny (built in a temp dir)'}; {len(queries)} queries from "
+                f"{queries_path}; max {args.max_tokens} tokens, batch {args.batch_size}"
+            )
             evaluate.generate_loop(model, tokenizer, queries[:1], max_tokens=4)  # warm-up
 
             tic = time.perf_counter()
-            ours = evaluate.generate_batched(model, tokenizer, queries, max_tokens=args.max_tokens,
-                                             batch_size=args.batch_size, progress=True)
+            ours = evaluate.generate_batched(
+                model,
+                tokenizer,
+                queries,
+                max_tokens=args.max_tokens,
+                batch_size=args.batch_size,
+                progress=True,
+            )
             t_ours = time.perf_counter() - tic
             tic = time.perf_counter()
-            loop = evaluate.generate_loop(model, tokenizer, queries, max_tokens=args.max_tokens, progress=True)
+            loop = evaluate.generate_loop(
+                model, tokenizer, queries, max_tokens=args.max_tokens, progress=True
+            )
             t_loop = time.perf_counter() - tic
     except UserError as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1
 
     ours_cat, loop_cat = categories(queries, ours.texts), categories(queries, loop.texts)
-    same = sum(a == b for a, b in zip(ours_cat, loop_cat))
-    print(f"ours (batched, shared prefix of {ours.prefix_tokens} tokens, early stop): {t_ours:.2f}s, "
-          f"{sum(ours.token_counts)} answer tokens")
-    print(f"plain loop (mlx_lm.generate per query): {t_loop:.2f}s, {sum(loop.token_counts)} answer tokens")
-    print(f"identical answer texts: {sum(a == b for a, b in zip(ours.texts, loop.texts))}/{len(queries)}")
+    same = sum(a == b for a, b in zip(ours_cat, loop_cat, strict=True))
+    print(
+        f"ours (batched, shared prefix of {ours.prefix_tokens} tokens, early stop): {t_ours:.2f}s, "
+        f"{sum(ours.token_counts)} answer tokens"
+    )
+    print(f"plain loop (mlx_lm.generate per query): {t_loop:.2f}s")
+    print(
+        f"identical answer texts: {sum(a == b for a, b in zip(ours.texts, loop.texts, strict=True))}/{len(queries)}"
+    )
     print(f"identical category predictions: {same}/{len(queries)}")
-    for i, (a, b) in enumerate(zip(ours_cat, loop_cat)):
+    for i, (a, b) in enumerate(zip(ours_cat, loop_cat, strict=True)):
         if a != b:
-            print(f"  query {i} (expected {metrics.expected_category(queries[i])}): ours {a} {ours.texts[i]!r:.120}"
-                  f" | loop {b} {loop.texts[i]!r:.120}")
+            print(
+                f"  query {i} (expected {metrics.expected_category(queries[i])}): ours {a} {ours.texts[i]!r:.120}"
+                f" | loop {b} {loop.texts[i]!r:.120}"
+            )
     print(f"ratio: {t_loop / t_ours:.2f} agreement: {same / len(queries):.3f}")
     return 0
 

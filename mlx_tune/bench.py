@@ -28,11 +28,11 @@ from typing import Any
 import click
 
 from mlx_tune import UserError, records
-from mlx_tune.fileio import atomic_path, iter_jsonl, sha256_file, write_json, write_jsonl, write_text
+from mlx_tune.bench_report import ACCURACY_KEYS, format_markdown, format_table, plot_results
+from mlx_tune.fileio import iter_jsonl, sha256_file, write_json, write_jsonl, write_text
 
 DEFAULT_MAX_TOKENS = 256
-DEFAULT_BATCH_SIZE = 8
-ACCURACY_KEYS = ("discrimination", "category", "call_validity", "executable", "rouge_l")
+DEFAULT_BATCH_SIZE = 16
 
 log = logging.getLogger("mlx_tune.bench")
 log.propagate = False  # bench.log gets the details; the console gets the table
@@ -65,8 +65,10 @@ def default_queries(root: str | os.PathLike = ".") -> Path:
         if (m := re.fullmatch(r"phase(\d+)", p.parent.name))
     )
     if not found:
-        raise UserError("no held-out queries: data/phaseN/test.jsonl not found (run `mlx-tune data merge`) "
-                        "or pass --queries FILE")
+        raise UserError(
+            "no held-out queries: data/phaseN/test.jsonl not found (run `mlx-tune data merge`) "
+            "or pass --queries FILE"
+        )
     return found[-1][1]
 
 
@@ -86,7 +88,8 @@ def load_queries(path: str | os.PathLike, limit: int | None = None) -> list[dict
     return out
 
 
-def _phase_base_model(root: Path) -> str | None:
+def phase_base_model(root: Path) -> str | None:
+    """``train.model`` of the highest-numbered phase config that names one."""
     import yaml
 
     best = None
@@ -106,13 +109,13 @@ def default_models(root: str | os.PathLike = ".") -> dict[str, str]:
     """What exists: the base named in the phase configs, each ``adapters/phaseN`` adapter (on the
     base its ``adapter_config.json`` names), each fused ``models/*-fused-*`` folder."""
     root = Path(root)
-    base = _phase_base_model(root)
+    base = phase_base_model(root)
     models: dict[str, str] = {}
     if base:
         models["base"] = base
     for d in sorted(root.glob("adapters/phase*"), key=lambda p: (len(p.name), p.name)):
         if (d / "adapters.safetensors").is_file():
-            on = _adapter_base(d) or base
+            on = adapter_base_model(d) or base
             if on:
                 models[d.name] = f"{on}@{_rel(d, root)}"
     for d in sorted(root.glob("models/*-fused-*")):
@@ -121,7 +124,8 @@ def default_models(root: str | os.PathLike = ".") -> dict[str, str]:
     return models
 
 
-def _adapter_base(adapter_dir: Path) -> str | None:
+def adapter_base_model(adapter_dir: Path) -> str | None:
+    """The ``model`` an adapter was trained on, from its ``adapter_config.json`` (or ``None``)."""
     try:
         cfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
@@ -231,6 +235,7 @@ def benchmark_model(
 
     from mlx_tune import evaluate, metrics
 
+    evaluate.check_spec(spec)  # a clear error before anything is measured
     entry: dict[str, Any] = {"name": name, "spec": spec}
     entry.update(model_sizes(spec))
     mx.clear_cache()
@@ -240,7 +245,7 @@ def benchmark_model(
     gen = evaluate.generate_batched(
         model, tokenizer, queries, max_tokens=max_tokens, batch_size=batch_size, progress=progress
     )
-    ppl = evaluate.perplexity(model, tokenizer, queries, batch_size=batch_size)
+    ppl = evaluate.perplexity(model, tokenizer, queries)
     entry["peak_memory_gb"] = mx.get_peak_memory() / 1e9
     del model, tokenizer
     mx.clear_cache()
@@ -266,7 +271,8 @@ def benchmark_model(
         }
     )
     preds = [
-        {"index": i, "text": text, **row} for i, (text, row) in enumerate(zip(gen.texts, scored["per_query"]))
+        {"index": i, "text": text, **row}
+        for i, (text, row) in enumerate(zip(gen.texts, scored["per_query"], strict=True))
     ]
     write_jsonl(out_dir / "predictions" / f"{_safe_name(name)}.jsonl", preds)
     return entry
@@ -367,7 +373,9 @@ def run_benchmark(
                     batch_size=batch_size,
                     progress=progress,
                 )
-                log.info("%s: done in %.1fs: %s", name, time.perf_counter() - tic, json.dumps(entry["accuracy"]))
+                log.info(
+                    "%s: done in %.1fs: %s", name, time.perf_counter() - tic, json.dumps(entry["accuracy"])
+                )
             except Exception as e:  # one model failing must not stop the others
                 message = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
                 log.error("%s: failed: %s", name, message)
@@ -386,147 +394,69 @@ def run_benchmark(
 
 
 def _failed_entry(name: str, spec: str, message: str) -> dict:
-    keys = ("load_time_s", "prompt_tps", "generation_tps", "latency_s_mean", "latency_s_p95",
-            "peak_memory_gb", "size_bytes", "adapter_bytes", "trainable_params", "perplexity", "confusion")
+    keys = (
+        "load_time_s",
+        "prompt_tps",
+        "generation_tps",
+        "latency_s_mean",
+        "latency_s_p95",
+        "peak_memory_gb",
+        "size_bytes",
+        "adapter_bytes",
+        "trainable_params",
+        "perplexity",
+        "confusion",
+    )
     entry: dict[str, Any] = {"name": name, "spec": spec, **dict.fromkeys(keys)}
     entry["accuracy"] = dict.fromkeys(ACCURACY_KEYS)
     entry["error"] = message
     return entry
 
 
-# ---------------------------------------------------------------- reporting
-
-_COLUMNS = (
-    ("model", lambda m: m["name"]),
-    ("load s", lambda m: _num(m.get("load_time_s"), 2)),
-    ("prompt tok/s", lambda m: _num(m.get("prompt_tps"), 0)),
-    ("gen tok/s", lambda m: _num(m.get("generation_tps"), 1)),
-    ("lat mean s", lambda m: _num(m.get("latency_s_mean"), 2)),
-    ("lat p95 s", lambda m: _num(m.get("latency_s_p95"), 2)),
-    ("peak GB", lambda m: _num(m.get("peak_memory_gb"), 2)),
-    ("size MB", lambda m: _num(m["size_bytes"] / 1e6 if m.get("size_bytes") is not None else None, 1)),
-    ("adapter MB", lambda m: _num(m["adapter_bytes"] / 1e6 if m.get("adapter_bytes") is not None else None, 2)),
-    ("trainable", lambda m: _num(m.get("trainable_params"), 0)),
-    ("discrim", lambda m: _pct(m, "discrimination")),
-    ("category", lambda m: _pct(m, "category")),
-    ("valid", lambda m: _pct(m, "call_validity")),
-    ("exec", lambda m: _pct(m, "executable")),
-    ("rouge-L", lambda m: _num((m.get("accuracy") or {}).get("rouge_l"), 3)),
-    ("ppl", lambda m: _num(m.get("perplexity"), 2)),
-)
-
-
-def _num(v: Any, digits: int) -> str:
-    if v is None:
-        return "-"
-    return f"{v:,.0f}" if digits == 0 else f"{v:.{digits}f}"
-
-
-def _pct(m: dict, key: str) -> str:
-    v = (m.get("accuracy") or {}).get(key)
-    return "-" if v is None else f"{100 * v:.1f}%"
-
-
-def _rows(results: dict) -> list[list[str]]:
-    return [[fn(m) for _, fn in _COLUMNS] for m in results["models"]]
-
-
-def format_table(results: dict) -> str:
-    """The results as an aligned plain-text table (failed models listed below it)."""
-    header = [h for h, _ in _COLUMNS]
-    rows = _rows(results)
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-             for r in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    s = results.get("settings", {})
-    lines.append(f"{s.get('n_queries', '?')} queries from {s.get('queries', '?')}, greedy, "
-                 f"max {s.get('max_tokens', '?')} tokens, batch {s.get('batch_size', '?')}")
-    lines += [f"FAILED {m['name']}: {m['error']}" for m in results["models"] if m.get("error")]
-    return "\n".join(lines)
-
-
-def format_markdown(results: dict) -> str:
-    """``results.md``: settings, the table, each model's confusion matrix, failures."""
-    s, v, mach = results.get("settings", {}), results.get("versions", {}), results.get("machine", {})
-    out = [
-        "# Benchmark results",
-        "",
-        f"{s.get('n_queries')} queries from `{s.get('queries')}`; greedy decoding, max {s.get('max_tokens')} "
-        f"tokens, batch size {s.get('batch_size')}, load time median of {s.get('repeats')} fresh processes.",
-        f"mlx {v.get('mlx')}, mlx-lm {v.get('mlx_lm')}, mlx_tune {v.get('mlx_tune')} on "
-        f"{mach.get('platform')} ({mach.get('mlx_device')}).",
-        "",
-        "| " + " | ".join(h for h, _ in _COLUMNS) + " |",
-        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(_COLUMNS))) + "|",
-    ]
-    out += ["| " + " | ".join(r) + " |" for r in _rows(results)]
-    for m in results["models"]:
-        if m.get("confusion"):
-            cols = list(next(iter(m["confusion"].values())))
-            out += ["", f"## {m['name']}: confusion (rows expected, columns predicted)", "",
-                    "| expected | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
-            out += [f"| {e} | " + " | ".join(str(row[c]) for c in cols) + " |" for e, row in m["confusion"].items()]
-    failed = [m for m in results["models"] if m.get("error")]
-    if failed:
-        out += ["", "## Failures", ""] + [f"- **{m['name']}** (`{m['spec']}`): {m['error']}" for m in failed]
-    return "\n".join(out) + "\n"
-
-
-def plot_results(results: dict, path: Path) -> bool:
-    """A PNG of accuracy and generation speed per model; ``False`` if matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.info("matplotlib not installed (extra `plot`): no chart")
-        return False
-    ok = [m for m in results["models"] if not m.get("error")]
-    if not ok:
-        return False
-    names = [m["name"] for m in ok]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(4 + 1.6 * len(ok), 4.5))
-    width = 0.8 / len(ACCURACY_KEYS)
-    for j, key in enumerate(ACCURACY_KEYS):
-        vals = [(m["accuracy"].get(key) or 0.0) for m in ok]
-        ax1.bar([i + j * width for i in range(len(ok))], vals, width, label=key)
-    ax1.set_xticks([i + 0.4 - width / 2 for i in range(len(ok))], names, rotation=20)
-    ax1.set_ylim(0, 1)
-    ax1.set_title("accuracy")
-    ax1.legend(fontsize=7)
-    ax2.bar(names, [m.get("generation_tps") or 0.0 for m in ok])
-    ax2.set_title("generation tokens/s")
-    ax2.tick_params(axis="x", rotation=20)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return True
-
-
 # ---------------------------------------------------------------- command
 
 
 @click.command("bench", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--model", "model_opts", multiple=True, metavar="NAME=SPEC",
-              help="A model to benchmark (repeatable). SPEC is a model folder or Hugging Face id, "
-              "or BASE@ADAPTER_DIR for a LoRA adapter on its base, e.g. base=models/tiny, "
-              "p7=models/tiny@adapters/phase7. Default: the base in data/phases/*.yaml, every "
-              "adapters/phaseN and every models/*-fused-* folder.")
-@click.option("--queries", type=click.Path(dir_okay=False, path_type=Path),
-              help="Held-out records (JSONL). Default: data/phase7/test.jsonl, else the highest "
-              "data/phaseN/test.jsonl.")
-@click.option("--repeats", default=3, show_default=True, type=int,
-              help="Fresh-process loads per model for the load-time median (0 skips it).")
-@click.option("--max-tokens", default=DEFAULT_MAX_TOKENS, show_default=True, type=int,
-              help="Most tokens generated per answer.")
-@click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True, type=int,
-              help="Queries decoded together.")
+@click.option(
+    "--model",
+    "model_opts",
+    multiple=True,
+    metavar="NAME=SPEC",
+    help="A model to benchmark (repeatable). SPEC is a model folder or Hugging Face id, "
+    "or BASE@ADAPTER_DIR for a LoRA adapter on its base, e.g. base=models/tiny, "
+    "p7=models/tiny@adapters/phase7. Default: the base in data/phases/*.yaml, every "
+    "adapters/phaseN and every models/*-fused-* folder.",
+)
+@click.option(
+    "--queries",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Held-out records (JSONL). Default: data/phase7/test.jsonl, else the highest "
+    "data/phaseN/test.jsonl.",
+)
+@click.option(
+    "--repeats",
+    default=3,
+    show_default=True,
+    type=int,
+    help="Fresh-process loads per model for the load-time median (0 skips it).",
+)
+@click.option(
+    "--max-tokens",
+    default=DEFAULT_MAX_TOKENS,
+    show_default=True,
+    type=int,
+    help="Most tokens generated per answer.",
+)
+@click.option(
+    "--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True, type=int, help="Queries decoded together."
+)
 @click.option("--limit", type=int, help="Use only the first N queries.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder. Default: benchmarks/run-<timestamp>.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder. Default: benchmarks/run-<timestamp>.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def command(model_opts, queries, repeats, max_tokens, batch_size, limit, out_dir, quiet) -> None:
     """Benchmark models side by side: load time, speed, memory, size, accuracy, perplexity.
@@ -537,19 +467,31 @@ def command(model_opts, queries, repeats, max_tokens, batch_size, limit, out_dir
     try:
         models = parse_model_options(model_opts) if model_opts else default_models()
         if not models:
-            raise UserError("nothing to benchmark: no data/phases/*.yaml base, adapters/phaseN or "
-                            "models/*-fused-* found; pass --model NAME=SPEC")
+            raise UserError(
+                "nothing to benchmark: no data/phases/*.yaml base, adapters/phaseN or "
+                "models/*-fused-* found; pass --model NAME=SPEC"
+            )
         queries = queries or default_queries()
         out_dir = out_dir or Path("benchmarks") / time.strftime("run-%Y%m%d-%H%M%S")
-        results = run_benchmark(models, queries, out_dir, repeats=repeats, max_tokens=max_tokens,
-                                batch_size=batch_size, limit=limit, progress=not quiet)
+        results = run_benchmark(
+            models,
+            queries,
+            out_dir,
+            repeats=repeats,
+            max_tokens=max_tokens,
+            batch_size=batch_size,
+            limit=limit,
+            progress=not quiet,
+        )
     except UserError as e:
         raise click.ClickException(str(e)) from None
     click.echo(format_table(results))
     click.echo(f"results: {out_dir}/results.json, {out_dir}/results.md")
     failed = [m["name"] for m in results["models"] if m.get("error")]
     if failed:
-        raise click.ClickException(f"{len(failed)} of {len(results['models'])} models failed: {', '.join(failed)}")
+        raise click.ClickException(
+            f"{len(failed)} of {len(results['models'])} models failed: {', '.join(failed)}"
+        )
 
 
 main = command

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ def check_spec(spec: str) -> tuple[str, str | None]:
     if p.exists():
         if not (p / "config.json").is_file():
             raise UserError(f"model {base}: not a model folder (no config.json)")
-    elif base.startswith((".", "/", "~")) or base.count("/") != 1:
+    elif not _looks_like_hf_id(base):
         raise UserError(f"model {base}: no such folder (and not a Hugging Face id ORG/NAME)")
     if adapter is not None:
         a = Path(adapter)
@@ -50,6 +51,15 @@ def check_spec(spec: str) -> tuple[str, str | None]:
                 "(train one with `mlx-tune train`)"
             )
     return base, adapter
+
+
+# Folders of the project layout: a path under one of them is local, never a Hugging Face id.
+LOCAL_DIRS = ("models", "adapters", "data", "benchmarks")
+
+
+def _looks_like_hf_id(name: str) -> bool:
+    m = re.fullmatch(r"([A-Za-z0-9][\w.-]*)/[\w.-]+", name)
+    return bool(m) and m.group(1) not in LOCAL_DIRS and not Path(m.group(1)).is_dir()
 
 
 def load_model(spec: str):
@@ -62,6 +72,9 @@ def load_model(spec: str):
         model, tokenizer = mlx_lm.load(base, adapter_path=adapter)
     except Exception as e:  # mlx-lm raises ValueError, FileNotFoundError, hub errors, ...
         what = f"adapter {adapter} on {base}" if adapter else f"model {base}"
+        if not Path(base).exists():
+            what = f"model {base}: no such folder; as a Hugging Face id it"
+            raise UserError(f"{what} could not be fetched (no network?): {type(e).__name__}") from None
         raise UserError(f"{what}: could not load: {type(e).__name__}: {_first_line(e)}") from None
     mx.eval(model.parameters())
     return model, tokenizer
@@ -137,7 +150,6 @@ def generate_batched(
 ) -> Generation:
     """Greedy answers for ``queries`` (records), batched, sharing the prompt prefix's KV cache."""
     from mlx_lm.generate import BatchGenerator
-    from mlx_lm.models.cache import make_prompt_cache
     from tqdm import tqdm
 
     t_start = time.perf_counter()
@@ -152,13 +164,8 @@ def generate_batched(
 
     # The shared prefix, computed once.
     k = common_prefix(prompts)
-    prefix_cache = make_prompt_cache(model)
     tic = time.perf_counter()
-    if k:
-        prefix = mx.array(prompts[0][:k])[None]
-        for s in range(0, k, PREFILL_STEP):
-            model(prefix[:, s : s + PREFILL_STEP], cache=prefix_cache)
-            mx.eval([c.state for c in prefix_cache])
+    prefix_cache = prefill(model, prompts[0][:k])
     prefix_time = time.perf_counter() - tic
 
     gen = BatchGenerator(
@@ -184,7 +191,7 @@ def generate_batched(
         caches = [copy.deepcopy(prefix_cache) if k else None for _ in idx]
         uids = gen.insert([prompts[i][k:] for i in idx], caches=caches if k else None)
         now = time.perf_counter()
-        for uid, i in zip(uids, idx):
+        for uid, i in zip(uids, idx, strict=True):
             uid_to_index[uid], tokens[uid], started[uid] = i, [], now
         next_query += len(idx)
 
@@ -251,32 +258,37 @@ def generate_loop(
     return Generation(texts, counts, latencies, wall_time=time.perf_counter() - t_start)
 
 
-def perplexity(
-    model, tokenizer, queries: Sequence[dict], *, batch_size: int = 8, max_seq_length: int = 4096
-) -> float | None:
-    """exp(mean negative log-likelihood) of the reference answer tokens (the prompt is masked,
-    as ``mlx_lm lora --mask-prompt`` trains), over all queries."""
+def prefill(model, tokens: Sequence[int], cache: list | None = None) -> list:
+    """Run ``tokens`` through the model into ``cache`` (a new one if ``None``) and return it."""
+    from mlx_lm.models.cache import make_prompt_cache
+
+    cache = make_prompt_cache(model) if cache is None else cache
+    for s in range(0, len(tokens), PREFILL_STEP):
+        model(mx.array(tokens[s : s + PREFILL_STEP])[None], cache=cache)
+        mx.eval([c.state for c in cache])
+    return cache
+
+
+def perplexity(model, tokenizer, queries: Sequence[dict], *, max_seq_length: int = 4096) -> float | None:
+    """exp(mean negative log-likelihood) of the reference answer tokens over all queries (the
+    prompt is masked, as ``mlx_lm lora --mask-prompt`` trains; tokens as mlx-lm's ChatDataset
+    makes them). The shared prompt prefix is computed once; each query then runs only its own
+    prompt tokens and its answer, so no logits are made for the (long) prompt."""
     import mlx.nn as nn
     from mlx_lm.tuner.datasets import ChatDataset
 
     ds = ChatDataset(list(queries), tokenizer, mask_prompt=True)
     items = [ds.process(r) for r in queries]
-    items = [(t[:max_seq_length], off) for t, off in items if off < min(len(t), max_seq_length)]
+    items = [(list(t[:max_seq_length]), off) for t, off in items if 0 < off < min(len(t), max_seq_length)]
     if not items:
         return None
-    items.sort(key=lambda x: len(x[0]))
+    k = common_prefix([t[:off] for t, off in items])
+    prefix_cache = prefill(model, items[0][0][:k])
     total_nll, total_tokens = 0.0, 0
-    for s in range(0, len(items), batch_size):
-        chunk = items[s : s + batch_size]
-        width = max(len(t) for t, _ in chunk)
-        batch = mx.array([t + [0] * (width - len(t)) for t, _ in chunk])
-        lengths = mx.array([len(t) for t, _ in chunk])
-        offsets = mx.array([off for _, off in chunk])
-        inputs, targets = batch[:, :-1], batch[:, 1:]
-        logits = model(inputs).astype(mx.float32)
-        pos = mx.arange(1, width)[None, :]
-        mask = (pos >= offsets[:, None]) & (pos < lengths[:, None])
-        nll = nn.losses.cross_entropy(logits, targets) * mask
-        total_nll += float(nll.sum().item())
-        total_tokens += int(mask.sum().item())
-    return math.exp(total_nll / total_tokens) if total_tokens else None
+    for tokens, off in items:
+        cache = prefill(model, tokens[k : off - 1], copy.deepcopy(prefix_cache))
+        logits = model(mx.array(tokens[off - 1 : -1])[None], cache=cache)[0].astype(mx.float32)
+        nll = nn.losses.cross_entropy(logits, mx.array(tokens[off:]), reduction="sum")
+        total_nll += float(nll.item())
+        total_tokens += len(tokens) - off
+    return math.exp(total_nll / total_tokens)

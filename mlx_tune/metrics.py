@@ -105,7 +105,9 @@ def parse_prediction(text: str, fmt: str = "tools") -> Prediction:
         if not isinstance(arguments, dict):
             return Prediction("invalid", True, tool=tool, problems=["arguments is not a JSON object"])
     if tool not in records.TOOL_CATEGORIES:
-        return Prediction("invalid", True, tool=tool, arguments=arguments, problems=[f"unknown tool {tool!r}"])
+        return Prediction(
+            "invalid", True, tool=tool, arguments=arguments, problems=[f"unknown tool {tool!r}"]
+        )
     problems = records.validate_call_arguments(tool, arguments)
     return Prediction(tool, True, valid=not problems, tool=tool, arguments=arguments, problems=problems)
 
@@ -235,7 +237,9 @@ def repo_root(record: dict, base: str | os.PathLike = ".") -> Path | None:
     return None
 
 
-def executable_ok(pred: Prediction, record: dict, sandbox: Sandbox, base: str | os.PathLike = ".") -> bool | None:
+def executable_ok(
+    pred: Prediction, record: dict, sandbox: Sandbox, base: str | os.PathLike = "."
+) -> bool | None:
     """Whether the predicted call finds what the reference call is after (see module doc);
     ``None`` when the reference is not a tool call or its repository is not on disk."""
     expected = records.record_call(record)
@@ -245,14 +249,21 @@ def executable_ok(pred: Prediction, record: dict, sandbox: Sandbox, base: str | 
     if not pred.valid or pred.tool != expected[0]:
         return False
     meta = record.get("meta") or {}
+    args = pred.arguments or {}
     target = meta.get("path") or expected[1].get("path")
-    status, result = sandbox.run(root, pred.tool, pred.arguments or {})
+    if pred.tool == "grep" and target and (root / target).is_file():
+        # Do the answer's matches include the expected file? Equivalent to grepping the answer's
+        # whole scope, but only that one file is searched (large repositories stay fast).
+        scope, wanted = resolve_inside(root, args.get("path") or "."), resolve_inside(root, target)
+        if scope is None or wanted is None or not (wanted == scope or scope in wanted.parents):
+            return False
+        status, result = sandbox.run(root, "grep", {"pattern": args["pattern"], "path": target})
+        return status == "ok" and bool(result)
+    status, result = sandbox.run(root, pred.tool, args)
     if status != "ok":
         return False
     if pred.tool == "read":
         return _norm(result) == _norm(target)
-    if target and (root / target).is_file():
-        return _norm(target) in {_norm(r) for r in result}
     # No single expected file: the answer must find a file the reference call finds.
     status, ref = sandbox.run(root, "grep", expected[1])
     return status == "ok" and bool(set(map(_norm, ref)) & set(map(_norm, result)))
@@ -295,7 +306,7 @@ def score(
     exe: list[bool] = []
     rouge: list[float] = []
     with Sandbox(timeout_s) as sandbox:
-        for record, text in zip(queries, outputs):
+        for record, text in zip(queries, outputs, strict=True):
             expected = expected_category(record)
             pred = parse_prediction(text, record_format(record))
             confusion[expected][pred.category] += 1
@@ -324,5 +335,10 @@ def score(
         "executable": sum(exe) / len(exe) if exe else None,
         "rouge_l": sum(rouge) / len(rouge) if rouge else None,
     }
-    counts = {"queries": n, "attempted_calls": attempted, "executable_checked": len(exe), "direct": len(rouge)}
+    counts = {
+        "queries": n,
+        "attempted_calls": attempted,
+        "executable_checked": len(exe),
+        "direct": len(rouge),
+    }
     return {"accuracy": accuracy, "confusion": confusion, "counts": counts, "per_query": rows}

@@ -102,11 +102,14 @@ SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END)
 # As in Qwen2.5, the tool-call tags are added tokens but not "special": decoding keeps them.
 TOOL_TOKENS = ("<tool_call>", "</tool_call>")
 
-# Qwen2's pre-tokenizer split (digits one at a time, words with one leading non-letter).
+# Qwen2's pre-tokenizer split (digits one at a time, words with one leading non-letter). It must be
+# this one: transformers (v5) rebuilds a qwen2 model's tokenizer with this split whatever
+# tokenizer.json says, so any other split would tokenize differently there and in mlx-lm.
 QWEN2_SPLIT_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+SCAFFOLD_REPEAT = 50  # weight of the prompt scaffold in the tokenizer corpus
 
 DEFAULT_CORPUS_PACKAGES = ("click", "jinja2", "markupsafe", "yaml", "jsonlines", "tqdm")
 
@@ -230,14 +233,14 @@ def load_corpus(corpus: list[Path] | None, max_chars: int) -> tuple[list[str], l
     for path in corpus or []:
         path = Path(path)
         (chats if path.suffix == ".jsonl" else plain).extend(_file_texts(path))
-    return plain + chats + _scaffold_texts() * 50, plain
+    return plain + chats + _scaffold_texts() * SCAFFOLD_REPEAT, plain
 
 
 # ---------------------------------------------------------------- tokenizer
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):
-    """A Qwen2-style byte-level BPE ``tokenizers.Tokenizer`` with the special tokens appended."""
+    """A byte-level BPE ``tokenizers.Tokenizer`` with the special tokens appended."""
     from tokenizers import (
         AddedToken,
         Regex,

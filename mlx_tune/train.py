@@ -673,7 +673,13 @@ def _save_adapter_files(model, out_dir: Path, adapter_config: dict) -> int:
     return (out_dir / "adapters.safetensors").stat().st_size
 
 
-def _save_checkpoint(ckpt_dir: Path, model, optimizer, step: int, rng, state: dict, keep: int) -> None:
+def step_seed(seed: int, step: int) -> int:
+    """The RNG (dropout) is reseeded from (seed, step) after every optimizer update, so a resumed
+    run draws the same dropout masks as an uninterrupted one (mlx's RNG state cannot be restored)."""
+    return (seed * 1_000_003 + step) % (2**63)
+
+
+def _save_checkpoint(ckpt_dir: Path, model, optimizer, step: int, state: dict, keep: int) -> None:
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
@@ -682,7 +688,6 @@ def _save_checkpoint(ckpt_dir: Path, model, optimizer, step: int, rng, state: di
         tmp.mkdir()
         mx.save_safetensors(str(tmp / "adapters.safetensors"), dict(tree_flatten(model.trainable_parameters())))
         opt = dict(tree_flatten(optimizer.state))
-        opt["__rng__"] = rng
         mx.save_safetensors(str(tmp / "optimizer.safetensors"), opt)
         (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2, sort_keys=True) + "\n")
     for old in sorted(ckpt_dir.glob("step_*"))[:-keep]:
@@ -700,9 +705,7 @@ def _load_checkpoint(path: Path, model, optimizer) -> dict:
 
     model.load_weights(str(path / "adapters.safetensors"), strict=False)
     opt = mx.load(str(path / "optimizer.safetensors"))
-    rng = opt.pop("__rng__")
     optimizer.state = tree_unflatten(list(opt.items()))
-    mx.random.state[0] = rng
     return json.loads((path / "state.json").read_text())
 
 
@@ -837,6 +840,7 @@ def train(
                 "train without --resume to start over"
             )
         start = saved["step"]
+        mx.random.seed(step_seed(s.seed, start))
         extra.update(saved["extra"])
         if (out / "metrics.jsonl").is_file():
             metrics = [m for m in fileio.read_jsonl(out / "metrics.jsonl") if m["step"] <= start]
@@ -868,7 +872,6 @@ def train(
     flag: dict = {}
     bar = tqdm(total=iters, initial=start, desc="train", unit="it", disable=not (progress and rank0))
     window = {"loss": 0.0, "n": 0, "secs": 0.0, "real": 0}
-    rng_at_update = {"rng": mx.array(mx.random.state[0])}
     save_every = _round_up(s.save_every, accum)
 
     class Callback(TrainingCallback):
@@ -887,12 +890,13 @@ def train(
             bar.set_postfix(loss=f"{info['train_loss']:.3f}", tok_s=f"{real / secs:.0f}")
             at_update = step % accum == 0
             if at_update:
-                rng_at_update["rng"] = mx.array(mx.random.state[0])
+                mx.random.seed(step_seed(s.seed, step))
             row = None
             if step % s.steps_per_report == 0 or step == iters:
                 row = {"step": step, "train_loss": round(window["loss"] / window["n"], 6),
                        "learning_rate": float(f"{info['learning_rate']:.6g}"),
                        "tokens_per_second": round(window["real"] / window["secs"], 1),
+                       "real_tokens": window["real"], "seconds": round(window["secs"], 4),
                        "peak_memory_gb": round(info["peak_memory"], 4)}
                 window.update(loss=0.0, n=0, secs=0.0, real=0)
             if step % s.steps_per_eval == 0 or step == iters:
@@ -914,7 +918,7 @@ def train(
             elif (flag.get("stop") or (interrupt_at_step is not None and step >= interrupt_at_step)) and at_update and step < iters:
                 stop = "interrupted"
             if at_update and rank0 and (step % save_every == 0 or stop) and step < iters:
-                _save_checkpoint(out / "checkpoints", model, optimizer, step, rng_at_update["rng"],
+                _save_checkpoint(out / "checkpoints", model, optimizer, step,
                                  {**run_state, "extra": extra}, s.keep_checkpoints)
             if stop:
                 extra["stopped_at"] = step

@@ -14,7 +14,9 @@ from mlx_tune.cli import main as cli_main
 from mlx_tune.fileio import write_jsonl
 
 
-def make_adapter(base: Path, out: Path, *, rank: int = 4, shape_rank: int | None = None, seed: int = 1) -> Path:
+def make_adapter(
+    base: Path, out: Path, *, rank: int = 4, shape_rank: int | None = None, seed: int = 1
+) -> Path:
     """An adapter in mlx-lm's format (adapters.safetensors + adapter_config.json); with
     ``shape_rank`` != ``rank`` its weights do not fit the config, like an adapter for another base."""
     import mlx.core as mx
@@ -24,8 +26,12 @@ def make_adapter(base: Path, out: Path, *, rank: int = 4, shape_rank: int | None
 
     model, _ = mlx_lm.load(str(base))
     model.freeze()
-    config = {"model": str(base), "fine_tune_type": "lora", "num_layers": 2,
-              "lora_parameters": {"rank": rank, "scale": 10.0, "dropout": 0.0}}
+    config = {
+        "model": str(base),
+        "fine_tune_type": "lora",
+        "num_layers": 2,
+        "lora_parameters": {"rank": rank, "scale": 10.0, "dropout": 0.0},
+    }
     linear_to_lora_layers(model, config["num_layers"], config["lora_parameters"])
     mx.random.seed(seed)
     weights = {}
@@ -58,11 +64,16 @@ def setup(tiny_model, tmp_path_factory):
 
 def test_run_benchmark_writes_results(setup):
     root, tiny, good, bad = setup
-    models = {"base": str(tiny), "lora": f"{tiny}@{good}", "mismatch": f"{tiny}@{bad}",
-              "missing": str(root / "nope")}
+    models = {
+        "base": str(tiny),
+        "lora": f"{tiny}@{good}",
+        "mismatch": f"{tiny}@{bad}",
+        "missing": str(root / "nope"),
+    }
     out = root / "run"
-    results = bench.run_benchmark(models, root / "test.jsonl", out, repeats=1, max_tokens=16,
-                                  batch_size=4, progress=False)
+    results = bench.run_benchmark(
+        models, root / "test.jsonl", out, repeats=1, max_tokens=16, batch_size=4, progress=False
+    )
     assert (out / "results.md").is_file() and (out / "bench.log").is_file()
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk == json.loads(json.dumps(results))
@@ -93,6 +104,12 @@ def test_run_benchmark_writes_results(setup):
     assert lora["size_bytes"] == by_name["base"]["size_bytes"] + lora["adapter_bytes"]
     assert "could not load" in by_name["mismatch"]["error"] and str(bad) in by_name["mismatch"]["error"]
     assert "no such folder" in by_name["missing"]["error"]
+    try:
+        import matplotlib  # noqa: F401  (the `plot` extra)
+
+        assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    except ImportError:
+        assert not (out / "chart.png").exists()
     table = bench.format_table(on_disk)
     assert "FAILED mismatch" in table and "FAILED missing" in table
     md = (out / "results.md").read_text()
@@ -102,8 +119,19 @@ def test_run_benchmark_writes_results(setup):
 def test_cli_same_accuracy_twice_and_errors(setup):
     root, tiny, good, _ = setup
     runner = CliRunner()
-    args = ["--model", f"lora={tiny}@{good}", "--queries", str(root / "test.jsonl"), "--repeats", "0",
-            "--max-tokens", "16", "--batch-size", "3", "--quiet"]
+    args = [
+        "--model",
+        f"lora={tiny}@{good}",
+        "--queries",
+        str(root / "test.jsonl"),
+        "--repeats",
+        "0",
+        "--max-tokens",
+        "16",
+        "--batch-size",
+        "3",
+        "--quiet",
+    ]
     accuracies = []
     for run in ("a", "b"):
         result = runner.invoke(bench.command, [*args, "--out", str(root / run)])
@@ -117,15 +145,29 @@ def test_cli_same_accuracy_twice_and_errors(setup):
     assert result.exit_code == 0 and "NAME=SPEC" in result.output
     # Faults: empty and malformed query files, a bad --model option, a failed model.
     (root / "empty.jsonl").write_text("")
-    result = runner.invoke(cli_main, ["bench", "--model", f"t={tiny}", "--queries", str(root / "empty.jsonl")])
+    result = runner.invoke(
+        cli_main, ["bench", "--model", f"t={tiny}", "--queries", str(root / "empty.jsonl")]
+    )
     assert result.exit_code == 1 and "empty.jsonl: no queries" in result.output
     (root / "bad.jsonl").write_text('{"messages": []}\n')
     result = runner.invoke(bench.command, ["--model", f"t={tiny}", "--queries", str(root / "bad.jsonl")])
     assert result.exit_code == 1 and "bad.jsonl:1: messages" in result.output
     result = runner.invoke(bench.command, ["--model", "=x", "--queries", str(root / "test.jsonl")])
     assert result.exit_code == 1 and "expected NAME=SPEC" in result.output
-    result = runner.invoke(bench.command, ["--model", f"gone={root}/gone", "--queries", str(root / "test.jsonl"),
-                                           "--repeats", "0", "--quiet", "--out", str(root / "c")])
+    result = runner.invoke(
+        bench.command,
+        [
+            "--model",
+            f"gone={root}/gone",
+            "--queries",
+            str(root / "test.jsonl"),
+            "--repeats",
+            "0",
+            "--quiet",
+            "--out",
+            str(root / "c"),
+        ],
+    )
     assert result.exit_code == 1 and "1 of 1 models failed: gone" in result.output
     assert json.loads((root / "c" / "results.json").read_text())["models"][0]["error"]
 

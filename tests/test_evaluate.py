@@ -35,11 +35,25 @@ def test_batched_matches_the_plain_loop(loaded):
     assert all(lat > 0 for lat in batched.latencies)
 
 
-def test_perplexity_is_finite(loaded):
+def test_perplexity_matches_a_full_forward_pass(loaded):
+    import mlx.core as mx
+    import mlx.nn as nn
+    from mlx_lm.tuner.datasets import ChatDataset
+
     model, tokenizer = loaded
-    ppl = evaluate.perplexity(model, tokenizer, make_records(6), batch_size=4)
-    # An untrained model: close to uniform over the vocabulary, certainly finite and > 1.
-    assert ppl is not None and 1 < ppl < 10 * len(tokenizer.get_vocab()) and math.isfinite(ppl)
+    queries = make_records(6) + make_records(3, fmt="code")
+    ppl = evaluate.perplexity(model, tokenizer, queries)
+    # Reference: the whole conversation in one pass, loss on the answer tokens only.
+    ds = ChatDataset(queries, tokenizer, mask_prompt=True)
+    nll, n = 0.0, 0
+    for r in queries:
+        tokens, off = ds.process(r)
+        logits = model(mx.array(tokens[:-1])[None])[0]
+        nll += nn.losses.cross_entropy(logits[off - 1 :], mx.array(tokens[off:]), reduction="sum").item()
+        n += len(tokens) - off
+    assert ppl == pytest.approx(math.exp(nll / n), rel=1e-4)
+    # An untrained model: near uniform over the vocabulary, certainly finite and > 1.
+    assert 1 < ppl < 10 * len(tokenizer.get_vocab())
 
 
 def test_bad_specs_name_what_is_wrong(tiny_model, tmp_path):
@@ -49,3 +63,22 @@ def test_bad_specs_name_what_is_wrong(tiny_model, tmp_path):
         evaluate.load_model(f"{tiny_model}@{tmp_path}")
     with pytest.raises(UserError, match="expected MODEL or MODEL@ADAPTER_DIR"):
         evaluate.parse_spec("model@")
+
+
+def test_eval_speed_script(tiny_model, tmp_path, capsys):
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    from mlx_tune.fileio import write_jsonl
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "eval_speed.py"
+    spec = importlib.util.spec_from_file_location("eval_speed", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    write_jsonl(tmp_path / "q.jsonl", make_records(6))
+    args = ["--model", str(tiny_model), "--queries", str(tmp_path / "q.jsonl"), "--max-tokens", "8"]
+    assert module.main([*args, "--batch-size", "3"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    m = re.fullmatch(r"ratio: (\d+\.\d\d) agreement: (\d\.\d\d\d)", last)
+    assert m and float(m.group(1)) > 0 and m.group(2) == "1.000"

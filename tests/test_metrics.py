@@ -43,6 +43,11 @@ def test_correct_call_parses_valid_and_executes(queries):
         # A pattern that matches only another file does not find the expected one.
         other = metrics.parse_prediction(tool_text("grep", {"pattern": "class Thing3"}))
         assert metrics.executable_ok(other, q, sb) is False
+        # The right pattern searched where the expected file is not.
+        elsewhere = metrics.parse_prediction(
+            tool_text("grep", {"pattern": r"class Thing0\b", "path": "demo/mod3.py"})
+        )
+        assert metrics.executable_ok(elsewhere, q, sb) is False
 
 
 def test_arguments_as_json_string_are_accepted():
@@ -90,7 +95,11 @@ def test_path_escaping_the_repo_is_rejected(repo, queries, tmp_path):
 
 def test_code_mode_calls_literal_and_non_literal():
     ok = metrics.parse_prediction("```python\ngrep('class Thing0', path='demo')\n```", "code")
-    assert (ok.category, ok.valid, ok.arguments) == ("grep", True, {"pattern": "class Thing0", "path": "demo"})
+    assert (ok.category, ok.valid, ok.arguments) == (
+        "grep",
+        True,
+        {"pattern": "class Thing0", "path": "demo"},
+    )
     non_literal = metrics.parse_prediction("```python\nread(path=os.getcwd())\n```", "code")
     assert (non_literal.category, non_literal.attempted_call, non_literal.valid) == ("invalid", True, False)
     direct = metrics.parse_prediction("It stores the item number.", "code")
@@ -140,3 +149,28 @@ def test_executable_is_skipped_without_the_repository():
     result = metrics.score(q, [tool_text("grep", {"pattern": "x"})], base="/nonexistent")
     assert result["accuracy"]["executable"] is None
     assert result["per_query"][0]["executable"] is None
+
+
+@pytest.mark.parametrize("fmt", ["tools", "code"])
+def test_reference_answers_score_perfectly(repo, fmt):
+    from mlx_tune import records
+
+    queries = make_records(6, fmt=fmt)
+    outputs = []
+    for r in queries:
+        r["meta"]["root"] = str(repo)
+        call = records.record_call(r)
+        if call is None:
+            outputs.append(records.answer_of(r)["content"])
+        elif fmt == "tools":
+            outputs.append(tool_text(*call))
+        else:
+            outputs.append(records.answer_of(r)["content"])
+    acc = metrics.score(queries, outputs)["accuracy"]
+    assert acc == {
+        "discrimination": 1.0,
+        "category": 1.0,
+        "call_validity": 1.0,
+        "executable": 1.0,
+        "rouge_l": pytest.approx(1.0),
+    }

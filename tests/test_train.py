@@ -165,10 +165,11 @@ def test_cli_bad_inputs(tmp_path, tiny_model):
     assert r.exit_code == 1 and "train.jsonl:2: messages[1].content: missing or empty" in r.output
     r = runner.invoke(main, ["train", "--preset", "nope", "--model", "m", "--data", "d"])
     assert r.exit_code == 1 and "unknown preset 'nope'" in r.output
-    r = runner.invoke(main, ["train", "--model", str(tmp_path / "missing"), "--data", str(d), "--iters", "2"])
-    assert r.exit_code == 1 and "Error: 2 problems" not in r.output and "does not exist" in r.output
+    good = write_data(tmp_path / "good", 4, 2)
+    r = runner.invoke(main, ["train", "--model", str(tmp_path / "missing"), "--data", str(good), "--iters", "2"])
+    assert r.exit_code == 1 and "Error: model:" in r.output and "missing does not exist" in r.output
     r = runner.invoke(main, ["train", "--model", "m", "--data", "d", "--iters", "2", "--epochs", "1"])
     assert r.exit_code == 1 and "iters and epochs both given" in r.output
-    r = runner.invoke(main, ["train", "--model", str(tiny_model), "--data", str(d), "--iters", "2", "--resume",
+    r = runner.invoke(main, ["train", "--model", str(tiny_model), "--data", str(good), "--iters", "2", "--resume",
                              "--adapter-path", str(tmp_path / "fresh")])
     assert r.exit_code == 1 and "--resume: no checkpoint" in r.output

@@ -1,0 +1,157 @@
+"""Training throughput: `mlx-tune train` against `mlx_lm lora`, same model, data and settings.
+
+    .venv/bin/python benchmarks/train_speed.py [--model DIR] [--data DIR] [--epochs 3] [--batch-size 4]
+
+Both run as fresh subprocesses, one after the other. Each trains ``epochs`` whole passes over the
+training set (its size is cut to a multiple of the batch size, so every example is seen once per
+epoch by both tools); the first epoch (compilation) is left out of the timing. Throughput is in
+real (non-padding) tokens per second of training-step time (validation excluded), counted as each
+tool tokenizes the data. Peak memory: the child process' maximum resident set size. The last line
+is ``ratio: N.NN`` (ours over mlx-lm's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def default_model() -> Path:
+    from mlx_tune.tiny import build_tiny_model, cache_dir
+
+    path = cache_dir() / "bench-tiny-model"
+    if not (path / "config.json").is_file():
+        build_tiny_model(path)
+    return path
+
+
+def prepare_data(src: Path | None, batch_size: int, out: Path, max_train: int) -> Path:
+    from mlx_tune import fileio
+
+    if src is not None:
+        train, valid = fileio.read_jsonl(src / "train.jsonl"), fileio.read_jsonl(src / "valid.jsonl")
+    else:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from conftest import make_records
+
+        recs = make_records(max_train + 8)
+        train, valid = recs[:max_train], recs[max_train:]
+    train = train[: min(len(train), max_train) // batch_size * batch_size]
+    fileio.write_jsonl(out / "train.jsonl", train)
+    fileio.write_jsonl(out / "valid.jsonl", valid[: max(batch_size, 8)])
+    return out
+
+
+def run(cmd: list[str], log: Path) -> tuple[str, float]:
+    """Run ``cmd``; return its output and peak RSS in GB (from wait4, this child only)."""
+    with open(log, "w") as f:
+        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "NO_COLOR": "1"})
+        _, status, usage = os.wait4(p.pid, 0)
+    text = log.read_text()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"command failed ({' '.join(cmd)}):\n{text[-3000:]}")
+    return text, usage.ru_maxrss * 1024 / 1e9  # ru_maxrss is KiB on Linux
+
+
+def mlx_lm_lengths(model: Path, data: Path) -> list[int]:
+    """Token counts of the training records as mlx-lm's ChatDataset renders them."""
+    from mlx_lm import load
+
+    from mlx_tune import fileio
+
+    _, tok = load(str(model))
+    return [len(tok.apply_chat_template(r["messages"], tools=r.get("tools"), return_dict=False))
+            for r in fileio.read_jsonl(data / "train.jsonl")]
+
+
+ROW = re.compile(r"^\s*(\d+)\s+([\d.]+)\s+\S\s+([\d,.]+)\s+([\d.]+)k\s*$")
+
+
+def parse_mlx_lm(text: str) -> list[tuple[int, float, float]]:
+    """(iteration, tokens/s, trained tokens) rows of mlx-lm's training report."""
+    rows = []
+    for line in text.splitlines():
+        m = ROW.match(line)
+        if m:
+            rows.append((int(m.group(1)), float(m.group(3).replace(",", "")), float(m.group(4)) * 1000))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", type=Path, help="mlx-lm model dir (default: the tiny model)")
+    ap.add_argument("--data", type=Path, help="dir with train/valid.jsonl (default: data/phase7 or generated)")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--max-train", type=int, default=64, help="use at most this many training records")
+    ap.add_argument("--rank", type=int, default=8)
+    ap.add_argument("--num-layers", type=int, default=-1)
+    ap.add_argument("--max-seq-length", type=int, default=2048)
+    ap.add_argument("--learning-rate", type=float, default=1e-4)
+    args = ap.parse_args()
+    if args.epochs < 2:
+        raise SystemExit("--epochs: at least 2 (the first epoch is not timed)")
+
+    model = args.model or default_model()
+    src = args.data or (ROOT / "data/phase7" if (ROOT / "data/phase7/train.jsonl").is_file() else None)
+    work = Path(tempfile.mkdtemp(prefix="train_speed."))
+    data = prepare_data(src, args.batch_size, work / "data", args.max_train)
+    n_train = sum(1 for _ in open(data / "train.jsonl"))
+    nb = n_train // args.batch_size
+    iters = nb * args.epochs
+    print(f"model {model}\ndata {src or 'generated records'}: {n_train} train records, batch {args.batch_size}, "
+          f"{args.epochs} epochs = {iters} iterations (first epoch untimed)")
+
+    # ours
+    ours_dir = work / "ours"
+    cmd = [sys.executable, "-m", "mlx_tune", "train", "--model", str(model), "--data", str(data),
+           "--adapter-path", str(ours_dir), "--iters", str(iters), "--batch-size", str(args.batch_size),
+           "--learning-rate", str(args.learning_rate), "--lr-schedule", "constant", "--rank", str(args.rank),
+           "--scale", "20", "--num-layers", str(args.num_layers), "--max-seq-length", str(args.max_seq_length),
+           "--steps-per-report", str(nb), "--steps-per-eval", str(iters), "--save-every", str(iters),
+           "--val-batches", "1", "--quiet"]
+    _, ours_rss = run(cmd, work / "ours.log")
+    rows = [r for r in map(json.loads, open(ours_dir / "metrics.jsonl")) if "train_loss" in r]
+    timed = rows[1:]
+    ours_tps = sum(r["real_tokens"] for r in timed) / sum(r["seconds"] for r in timed)
+    ours_mlx_peak = json.loads((ours_dir / "summary.json").read_text())["peak_memory_gb"]
+
+    # mlx-lm
+    cfg = work / "mlx_lm.yaml"
+    cfg.write_text(json.dumps({"lora_parameters": {"rank": args.rank, "scale": 20.0, "dropout": 0.0}}))
+    cmd = [sys.executable, "-m", "mlx_lm", "lora", "--train", "--model", str(model), "--data", str(data),
+           "--adapter-path", str(work / "mlx_lm_adapters"), "--iters", str(iters), "--batch-size",
+           str(args.batch_size), "--learning-rate", str(args.learning_rate), "--num-layers", str(args.num_layers),
+           "--max-seq-length", str(args.max_seq_length), "--mask-prompt", "--steps-per-report", str(nb),
+           "--steps-per-eval", str(iters * 10), "--save-every", str(iters * 10), "--val-batches", "1",
+           "--seed", "0", "-c", str(cfg)]
+    text, mlx_rss = run(cmd, work / "mlx_lm.log")
+    reports = parse_mlx_lm(text)
+    if len(reports) != args.epochs:
+        raise SystemExit(f"could not read mlx-lm's {args.epochs} reports from {work / 'mlx_lm.log'}")
+    real_per_epoch = sum(mlx_lm_lengths(model, data)[: nb * args.batch_size])
+    secs = 0.0
+    prev = reports[0][2]
+    for _, tps, total in reports[1:]:
+        secs += (total - prev) / tps
+        prev = total
+    mlx_tps = real_per_epoch * (args.epochs - 1) / secs
+
+    print(f"mlx-tune train: {ours_tps:,.0f} real tokens/s, peak RSS {ours_rss:.3f} GB "
+          f"(mlx peak {ours_mlx_peak} GB)")
+    print(f"mlx_lm lora:    {mlx_tps:,.0f} real tokens/s, peak RSS {mlx_rss:.3f} GB")
+    print(f"logs: {work}")
+    print(f"ratio: {ours_tps / mlx_tps:.2f}")
+
+
+if __name__ == "__main__":
+    main()

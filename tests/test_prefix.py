@@ -1,0 +1,195 @@
+"""Shared-prefix training is exact: same loss, same gradients, same updates as the plain path."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+
+from mlx_tune import prefix, train
+from tests.conftest import make_records
+
+mx = pytest.importorskip("mlx.core")
+
+
+@pytest.fixture(scope="module")
+def lora(tiny_model):
+    """The tiny model with rank-4 LoRA on every layer, B matrices made non-zero (so every adapter
+    weight gets a gradient), its tokenizer, and the initial adapter weights."""
+    import mlx_lm
+    from mlx.utils import tree_flatten, tree_map
+
+    model, tokenizer = mlx_lm.load(str(tiny_model))
+    mx.random.seed(0)
+    train.setup_model(model, train.TrainSettings(model="-", data="-", iters=1, num_layers=-1, rank=4))
+    model.update(tree_map(lambda p: mx.random.normal(p.shape) * 0.05, model.trainable_parameters()))
+    mx.eval(model.parameters())
+    return model, tokenizer, dict(tree_flatten(model.trainable_parameters()))
+
+
+def examples(tokenizer, mask_prompt: bool, n_tools: int = 9, n_code: int = 3):
+    recs = make_records(n_tools) + make_records(n_code, fmt="code")
+    return [train.tokenize_record(tokenizer, r, mask_prompt) for r in recs]
+
+
+def loss_and_grads(model, loss_fn, batch):
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten
+
+    (value, ntoks), grads = nn.value_and_grad(model, loss_fn)(model, *batch)
+    return value.item(), ntoks.item(), dict(tree_flatten(grads))
+
+
+def assert_close(a: dict, b: dict, rtol: float = 1e-5):
+    assert a.keys() == b.keys()
+    for k in a:
+        scale = mx.abs(a[k]).max().item()
+        assert scale > 0, k
+        assert mx.abs(a[k] - b[k]).max().item() <= rtol * scale, k
+
+
+@pytest.mark.parametrize("mask_prompt", [True, False])
+@pytest.mark.parametrize("rows", [[0], [0, 1], [0, 1, 2, 3, 4], [6, 7, 8, 9, 10]], ids=["b1", "b2", "b5", "mixed"])
+def test_loss_and_every_gradient_equal_the_plain_path(lora, mask_prompt, rows):
+    model, tokenizer, _ = lora
+    exs = [examples(tokenizer, mask_prompt)[i] for i in rows]
+    subs, real, padded = prefix.make_prefix_batch(exs)
+    plain_arrays, plain_real, plain_padded = train.make_batch(exs)
+    assert real == plain_real and real <= padded <= plain_padded  # same real tokens, padding share
+    computed = prefix.computed_positions(subs)
+    shared = [s[0].shape[1] for s in subs]
+    if len(rows) == 1:
+        assert shared == [0]  # a lone row has nothing to share
+    elif rows[0] == 6:  # three tool-format rows and two code-format rows: two prefixes, each shared
+        assert len(shared) == 2 and all(c >= prefix.MIN_SHARED for c in shared)
+    else:
+        assert len(shared) == 1 and shared[0] >= 64
+        assert computed < real - len(rows)  # fewer positions than the plain path's real inputs
+    want = loss_and_grads(model, train.make_loss(model), plain_arrays)
+    got = loss_and_grads(model, prefix.make_prefix_loss(model), subs)
+    assert got[1] == want[1] == sum(e.n_trained for e in exs)
+    assert got[0] == pytest.approx(want[0], rel=1e-5)
+    assert_close(want[2], got[2])
+
+
+@contextlib.contextmanager
+def restored_layer_call(model):
+    """Gradient checkpointing patches the layer class; undo it so other tests run unpatched."""
+    cls = type(model.layers[0])
+    saved = cls.__dict__["__call__"]
+    try:
+        yield
+    finally:
+        cls.__call__ = saved
+
+
+def run_trainer(model, weights, exs, shared: bool, checkpoint: bool):
+    """Four SGD steps of mlx-lm's compiled trainer (two updates, grad accumulation 2); the adapter."""
+    import mlx.optimizers as optim
+    from mlx.utils import tree_flatten, tree_unflatten
+    from mlx_lm.tuner.trainer import TrainingArgs
+    from mlx_lm.tuner.trainer import train as mlx_train
+
+    model.update(tree_unflatten(list(weights.items())))
+    make = prefix.make_prefix_batch if shared else train.make_batch
+    batches = [make([exs[i] for i in g])[0] for g in ([0, 1, 2], [9, 10, 3], [4, 5, 6], [11, 7, 8])]
+    loss = prefix.make_prefix_loss(model) if shared else train.make_loss(model)
+    if checkpoint:
+        prefix.grad_checkpoint(model.layers[0])
+    args = TrainingArgs(batch_size=3, iters=4, steps_per_report=10, steps_per_eval=100, steps_per_save=100,
+                        grad_accumulation_steps=2, adapter_file="/dev/null")
+    with train._quiet_mlx_lm_ui():
+        mlx_train(model=model, optimizer=optim.SGD(learning_rate=0.5), train_dataset=exs, args=args,
+                  loss=loss, iterate_batches=lambda **kw: iter(batches))
+    out = dict(tree_flatten(model.trainable_parameters()))
+    model.update(tree_unflatten(list(weights.items())))
+    return out
+
+
+def test_compiled_trainer_updates_match_with_and_without_checkpointing(lora):
+    model, tokenizer, weights = lora
+    exs = examples(tokenizer, True)
+    plain = run_trainer(model, weights, exs, shared=False, checkpoint=False)
+    moved = {k: plain[k] - weights[k] for k in plain}
+    assert_close(moved, {k: run_trainer(model, weights, exs, True, False)[k] - weights[k] for k in plain}, 1e-4)
+    with restored_layer_call(model):
+        ckpt = run_trainer(model, weights, exs, shared=True, checkpoint=True)
+        assert type(model.layers[0]).__call__.__name__ == "checkpointed"
+    assert_close(moved, {k: ckpt[k] - weights[k] for k in plain}, 1e-4)
+
+
+def test_mlx_lm_checkpointing_is_refused(lora):
+    from mlx_lm.tuner.trainer import grad_checkpoint
+
+    model, tokenizer, _ = lora
+    subs = prefix.make_prefix_batch(examples(tokenizer, True)[:2])[0]
+    with restored_layer_call(model):
+        grad_checkpoint(model.layers[0])
+        with pytest.raises(RuntimeError, match="prefix.grad_checkpoint"):
+            prefix.make_prefix_loss(model)(model, *subs)
+        # Ours replaces mlx-lm's patch (wrapping the original call) and then works.
+        prefix.grad_checkpoint(model.layers[0])
+        value, ntoks = prefix.make_prefix_loss(model)(model, *subs)
+        assert ntoks.item() > 0 and value.item() > 0
+
+
+def test_validation_loss_is_the_same_through_evaluate(lora):
+    from mlx_lm.tuner.trainer import evaluate
+
+    model, tokenizer, _ = lora
+    exs = examples(tokenizer, True)
+    args = dict(model=model, dataset=exs, batch_size=4, num_batches=-1, max_seq_length=4096)
+    want = evaluate(**args, loss=train.make_loss(model), iterate_batches=train.eval_batches(exs, 4))
+    got = evaluate(**args, loss=prefix.make_prefix_loss(model), iterate_batches=prefix.prefix_eval_batches(exs, 4))
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_batches_group_by_prefix_then_length(lora):
+    _, tokenizer, _ = lora
+    exs = examples(tokenizer, True, n_tools=10, n_code=7)
+    groups = prefix.prefix_groups(exs)
+    assert sorted(map(sorted, groups)) == [list(range(10)), list(range(10, 17))]
+    for g in groups:
+        assert [len(exs[i].tokens) for i in g] == sorted(len(exs[i].tokens) for i in g)
+    batches = prefix.prefix_batch_groups(exs, 3)
+    assert len(batches) == len(train.batch_groups(exs, 3)) == 5
+    assert all(len(b) == 3 for b in batches)
+    assert len({i for b in batches for i in b}) == 15
+    # Three full batches per group first; the leftovers (one tools row, one code row) are pooled.
+    assert [all(i < 10 for i in b) or all(i >= 10 for i in b) for b in batches] == [True] * 4 + [False]
+    assert prefix.prefix_batch_groups(exs, 3) == batches  # deterministic
+    subs = prefix.make_prefix_batch([exs[i] for i in batches[-1]])[0]
+    assert len(subs) == 2  # the pooled batch: two rows share a prefix, the lone row runs plain
+    assert sorted(s[0].shape[1] > 0 for s in subs) == [False, True]
+
+
+def test_shared_length_rounds_down_and_keeps_one_shared_target():
+    assert prefix.shared_length(250) == 248
+    assert prefix.shared_length(249) == 248
+    assert prefix.shared_length(248) == 240
+    assert prefix.shared_length(prefix.MIN_SHARED) == 0
+
+
+def test_support_check(lora):
+    from mlx_lm.models.cache import RotatingKVCache
+
+    model, _, _ = lora
+    assert prefix.shared_prefix_support(model) is None
+
+    class SlidingWindow:
+        layers = model.layers
+
+        def make_cache(self):
+            return [RotatingKVCache(max_size=8) for _ in self.layers]
+
+    assert "not a plain KVCache (RotatingKVCache)" in prefix.shared_prefix_support(SlidingWindow())
+
+    class IgnoresCache:  # fills the cache, then attends only to the new tokens of a batch
+        layers = model.layers
+        model_type = "other"
+
+        def __call__(self, x, cache=None):
+            out = model(x, cache=cache)
+            return model(x) if cache is not None and x.shape[0] > 1 else out
+
+    assert "differ from the plain path" in prefix.shared_prefix_support(IgnoresCache())
