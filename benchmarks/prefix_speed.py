@@ -115,13 +115,22 @@ def run(model_dir: str, exs, batch_size: int, rank: int, shared: bool, passes: i
     else:
         computed = sum(b[0][0].size for b in batches)
     best = min(sum(secs[k * n : (k + 1) * n]) for k in range(1, passes + 1))
-    return {"batches": n, "real": real, "computed": computed, "seconds": best, "tok_s": real / best,
-            "step_ms": 1000 * best / n, "peak_gb": marks["peak"]}
+    return {
+        "batches": n,
+        "real": real,
+        "computed": computed,
+        "seconds": best,
+        "tok_s": real / best,
+        "step_ms": 1000 * best / n,
+        "peak_gb": marks["peak"],
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, help="records JSONL (default data/phase7/train.jsonl, else generated)")
+    ap.add_argument(
+        "--data", type=Path, help="records JSONL (default data/phase7/train.jsonl, else generated)"
+    )
     ap.add_argument("--model", help="mlx-lm model directory (default: the tiny model, default size)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "mlx_tune_prefix_speed")
     ap.add_argument("--examples", type=int, default=160)
@@ -152,16 +161,21 @@ def main() -> None:
     lengths = sorted(len(e.tokens) for e in exs)
     print(f"data: {len(exs)} examples, {source}")
     print(f"model: {model_dir}; batch {a.batch_size}, LoRA rank {a.rank} on every layer, mask_prompt on")
-    print(f"tokens per example: median {lengths[len(lengths) // 2]}, min {lengths[0]}, max {lengths[-1]}; "
-          f"prefix groups: {len(groups)} (sizes {sorted((len(g) for g in groups), reverse=True)[:5]})")
+    print(
+        f"tokens per example: median {lengths[len(lengths) // 2]}, min {lengths[0]}, max {lengths[-1]}; "
+        f"prefix groups: {len(groups)} (sizes {sorted((len(g) for g in groups), reverse=True)[:5]})"
+    )
     print(f"machine load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
     results = {}
     for name, shared in (("plain", False), ("shared-prefix", True)):
         t0 = time.perf_counter()
         r = results[name] = run(model_dir, exs, a.batch_size, a.rank, shared, a.passes)
-        print(f"{name:>13}: {r['tok_s']:8.1f} real tokens/s, {r['step_ms']:7.1f} ms/step, peak memory "
-              f"{r['peak_gb']:.3f} GB, {r['computed']} positions computed for {r['real']} real tokens "
-              f"({r['batches']} batches, {time.perf_counter() - t0:.0f} s with warm-up)", flush=True)
+        print(
+            f"{name:>13}: {r['tok_s']:8.1f} real tokens/s, {r['step_ms']:7.1f} ms/step, peak memory "
+            f"{r['peak_gb']:.3f} GB, {r['computed']} positions computed for {r['real']} real tokens "
+            f"({r['batches']} batches, {time.perf_counter() - t0:.0f} s with warm-up)",
+            flush=True,
+        )
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"ratio: {results['shared-prefix']['tok_s'] / results['plain']['tok_s']:.2f}")
 

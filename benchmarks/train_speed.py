@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,15 +52,23 @@ def prepare_data(src: Path | None, batch_size: int, out: Path, max_train: int) -
     return out
 
 
-def run(cmd: list[str], log: Path) -> tuple[str, float]:
-    """Run ``cmd``; return its output and peak RSS in GB (from wait4, this child only)."""
+def run(cmd: list[str], log: Path) -> tuple[list[tuple[float, str]], float]:
+    """Run ``cmd``; return its output lines with arrival times and its peak RSS in GB (wait4: this
+    child only)."""
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONUNBUFFERED": "1", "TERM": "dumb"}
+    lines = []
     with open(log, "w") as f:
-        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "NO_COLOR": "1"})
+        p = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT, env=env, text=True
+        )
+        for line in p.stdout:
+            lines.append((time.perf_counter(), ANSI.sub("", line.rstrip("\n"))))
+            f.write(line)
         _, status, usage = os.wait4(p.pid, 0)
-    text = log.read_text()
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"command failed ({' '.join(cmd)}):\n{text[-3000:]}")
-    return text, usage.ru_maxrss * 1024 / 1e9  # ru_maxrss is KiB on Linux
+        tail = "\n".join(t for _, t in lines[-30:])
+        raise SystemExit(f"command failed ({' '.join(cmd)}):\n{tail}")
+    return lines, usage.ru_maxrss * 1024 / 1e9  # ru_maxrss is KiB on Linux
 
 
 def mlx_lm_lengths(model: Path, data: Path) -> list[int]:
@@ -69,30 +78,44 @@ def mlx_lm_lengths(model: Path, data: Path) -> list[int]:
     from mlx_tune import fileio
 
     _, tok = load(str(model))
-    return [len(tok.apply_chat_template(r["messages"], tools=r.get("tools"), return_dict=False))
-            for r in fileio.read_jsonl(data / "train.jsonl")]
+    return [
+        len(tok.apply_chat_template(r["messages"], tools=r.get("tools"), return_dict=False))
+        for r in fileio.read_jsonl(data / "train.jsonl")
+    ]
 
 
-ROW = re.compile(r"^\s*(\d+)\s+([\d.]+)\s+\S\s+([\d,.]+)\s+([\d.]+)k\s*$")
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+TRAIN_ROW = re.compile(r"^\s*(\d+)\s+[\d.]+\s+\S\s+[\d,.]+\s+[\d.]+k\s*$")
+VAL_ROW = re.compile(r"^\s*(\d+)\s+val\s+[\d.]+\s+([\d.]+)s\s*$")
 
 
-def parse_mlx_lm(text: str) -> list[tuple[int, float, float]]:
-    """(iteration, tokens/s, trained tokens) rows of mlx-lm's training report."""
-    rows = []
-    for line in text.splitlines():
-        m = ROW.match(line)
+def mlx_lm_seconds(lines: list[tuple[float, str]], first: int, last: int) -> float:
+    """Training-step seconds between mlx-lm's report rows for iterations ``first`` and ``last``:
+    the wall time between the two rows minus the validation time it printed in between.
+    (Its own tokens/s counts only the loss tokens and prints 3 digits, too coarse to use.)"""
+    at, val = {}, 0.0
+    for t, text in lines:
+        m = TRAIN_ROW.match(text)
         if m:
-            rows.append((int(m.group(1)), float(m.group(3).replace(",", "")), float(m.group(4)) * 1000))
-    return rows
+            at[int(m.group(1))] = t
+            continue
+        m = VAL_ROW.match(text)
+        if m and first < int(m.group(1)) <= last:
+            val += float(m.group(2))
+    if first not in at or last not in at:
+        raise SystemExit(f"could not find mlx-lm's report rows for iterations {first} and {last}")
+    return at[last] - at[first] - val
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", type=Path, help="mlx-lm model dir (default: the tiny model)")
-    ap.add_argument("--data", type=Path, help="dir with train/valid.jsonl (default: data/phase7 or generated)")
+    ap.add_argument(
+        "--data", type=Path, help="dir with train/valid.jsonl (default: data/phase7 or generated)"
+    )
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--max-train", type=int, default=64, help="use at most this many training records")
+    ap.add_argument("--max-train", type=int, default=32, help="use at most this many training records")
     ap.add_argument("--rank", type=int, default=8)
     ap.add_argument("--num-layers", type=int, default=-1)
     ap.add_argument("--max-seq-length", type=int, default=2048)
@@ -108,17 +131,50 @@ def main() -> None:
     n_train = sum(1 for _ in open(data / "train.jsonl"))
     nb = n_train // args.batch_size
     iters = nb * args.epochs
-    print(f"model {model}\ndata {src or 'generated records'}: {n_train} train records, batch {args.batch_size}, "
-          f"{args.epochs} epochs = {iters} iterations (first epoch untimed)")
+    print(
+        f"model {model}\ndata {src or 'generated records'}: {n_train} train records, batch {args.batch_size}, "
+        f"{args.epochs} epochs = {iters} iterations (first epoch untimed)"
+    )
 
     # ours
     ours_dir = work / "ours"
-    cmd = [sys.executable, "-m", "mlx_tune", "train", "--model", str(model), "--data", str(data),
-           "--adapter-path", str(ours_dir), "--iters", str(iters), "--batch-size", str(args.batch_size),
-           "--learning-rate", str(args.learning_rate), "--lr-schedule", "constant", "--rank", str(args.rank),
-           "--scale", "20", "--num-layers", str(args.num_layers), "--max-seq-length", str(args.max_seq_length),
-           "--steps-per-report", str(nb), "--steps-per-eval", str(iters), "--save-every", str(iters),
-           "--val-batches", "1", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlx_tune",
+        "train",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--adapter-path",
+        str(ours_dir),
+        "--iters",
+        str(iters),
+        "--batch-size",
+        str(args.batch_size),
+        "--learning-rate",
+        str(args.learning_rate),
+        "--lr-schedule",
+        "constant",
+        "--rank",
+        str(args.rank),
+        "--scale",
+        "20",
+        "--num-layers",
+        str(args.num_layers),
+        "--max-seq-length",
+        str(args.max_seq_length),
+        "--steps-per-report",
+        str(nb),
+        "--steps-per-eval",
+        str(iters),
+        "--save-every",
+        str(iters),
+        "--val-batches",
+        "1",
+        "--quiet",
+    ]
     _, ours_rss = run(cmd, work / "ours.log")
     rows = [r for r in map(json.loads, open(ours_dir / "metrics.jsonl")) if "train_loss" in r]
     timed = rows[1:]
@@ -128,26 +184,51 @@ def main() -> None:
     # mlx-lm
     cfg = work / "mlx_lm.yaml"
     cfg.write_text(json.dumps({"lora_parameters": {"rank": args.rank, "scale": 20.0, "dropout": 0.0}}))
-    cmd = [sys.executable, "-m", "mlx_lm", "lora", "--train", "--model", str(model), "--data", str(data),
-           "--adapter-path", str(work / "mlx_lm_adapters"), "--iters", str(iters), "--batch-size",
-           str(args.batch_size), "--learning-rate", str(args.learning_rate), "--num-layers", str(args.num_layers),
-           "--max-seq-length", str(args.max_seq_length), "--mask-prompt", "--steps-per-report", str(nb),
-           "--steps-per-eval", str(iters * 10), "--save-every", str(iters * 10), "--val-batches", "1",
-           "--seed", "0", "-c", str(cfg)]
-    text, mlx_rss = run(cmd, work / "mlx_lm.log")
-    reports = parse_mlx_lm(text)
-    if len(reports) != args.epochs:
-        raise SystemExit(f"could not read mlx-lm's {args.epochs} reports from {work / 'mlx_lm.log'}")
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlx_lm",
+        "lora",
+        "--train",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--adapter-path",
+        str(work / "mlx_lm_adapters"),
+        "--iters",
+        str(iters),
+        "--batch-size",
+        str(args.batch_size),
+        "--learning-rate",
+        str(args.learning_rate),
+        "--num-layers",
+        str(args.num_layers),
+        "--max-seq-length",
+        str(args.max_seq_length),
+        "--mask-prompt",
+        "--steps-per-report",
+        str(nb),
+        "--steps-per-eval",
+        str(iters * 10),
+        "--save-every",
+        str(iters * 10),
+        "--val-batches",
+        "1",
+        "--seed",
+        "0",
+        "-c",
+        str(cfg),
+    ]
+    lines, mlx_rss = run(cmd, work / "mlx_lm.log")
+    secs = mlx_lm_seconds(lines, nb, iters)
     real_per_epoch = sum(mlx_lm_lengths(model, data)[: nb * args.batch_size])
-    secs = 0.0
-    prev = reports[0][2]
-    for _, tps, total in reports[1:]:
-        secs += (total - prev) / tps
-        prev = total
     mlx_tps = real_per_epoch * (args.epochs - 1) / secs
 
-    print(f"mlx-tune train: {ours_tps:,.0f} real tokens/s, peak RSS {ours_rss:.3f} GB "
-          f"(mlx peak {ours_mlx_peak} GB)")
+    print(
+        f"mlx-tune train: {ours_tps:,.0f} real tokens/s, peak RSS {ours_rss:.3f} GB "
+        f"(mlx peak {ours_mlx_peak} GB)"
+    )
     print(f"mlx_lm lora:    {mlx_tps:,.0f} real tokens/s, peak RSS {mlx_rss:.3f} GB")
     print(f"logs: {work}")
     print(f"ratio: {ours_tps / mlx_tps:.2f}")

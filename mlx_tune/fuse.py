@@ -33,8 +33,9 @@ def _pick_group_size(model, preferred: int) -> int:
     return 32  # layers that 32 does not divide stay in float (mlx-lm skips them)
 
 
-def resolve(model: str | None, adapter_path: str | None, save_path: str | None, phase: int | None,
-            bits: int) -> tuple[str, Path, Path, dict]:
+def resolve(
+    model: str | None, adapter_path: str | None, save_path: str | None, phase: int | None, bits: int
+) -> tuple[str, Path, Path, dict]:
     problems = []
     if phase is not None:
         adapter_path = adapter_path or f"adapters/phase{phase}"
@@ -54,7 +55,12 @@ def resolve(model: str | None, adapter_path: str | None, save_path: str | None, 
         cfg = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as e:
         raise UserError(f"{cfg_file}: not valid JSON: {e.msg}") from None
-    if model and cfg.get("model") and Path(model).resolve() != Path(cfg["model"]).resolve() and model != cfg["model"]:
+    if (
+        model
+        and cfg.get("model")
+        and Path(model).resolve() != Path(cfg["model"]).resolve()
+        and model != cfg["model"]
+    ):
         # allowed (a moved base), but the shapes are checked when the adapter is loaded
         pass
     model = model or cfg.get("model")
@@ -117,9 +123,13 @@ def fuse(
             return load(base, adapter_path=str(adapter), return_config=True)
         except (ValueError, KeyError) as e:
             first = str(e).strip().splitlines()
-            raise UserError(f"--adapter-path: {adapter} does not match the base {base}: {first[0] if first else e}") from None
+            raise UserError(
+                f"--adapter-path: {adapter} does not match the base {base}: {first[0] if first else e}"
+            ) from None
         except Exception as e:
-            raise UserError(f"--model: could not load {base}: {str(e).splitlines()[0] if str(e) else e}") from None
+            raise UserError(
+                f"--model: could not load {base}: {str(e).splitlines()[0] if str(e) else e}"
+            ) from None
 
     fused, tokenizer, config = load_with_adapter()
     base_bits = (config.get("quantization") or {}).get("bits")
@@ -197,9 +207,14 @@ def _data_counts(cfg: dict) -> dict:
 
 def model_card(r: dict) -> str:
     t = r.get("training") or {}
-    agree = "not checked (no validation data)" if r["greedy_agreement"] is None else (
-        f"{r['greedy_agreement']:.0%} of {r['verify_prompts']} validation prompts identical "
-        f"(greedy, {r['max_tokens']} tokens)")
+    agree = (
+        "not checked (no validation data)"
+        if r["greedy_agreement"] is None
+        else (
+            f"{r['greedy_agreement']:.0%} of {r['verify_prompts']} validation prompts identical "
+            f"(greedy, {r['max_tokens']} tokens)"
+        )
+    )
     lines = [
         f"# {Path(r['save_path']).name}",
         "",
@@ -231,6 +246,8 @@ def model_card(r: dict) -> str:
 
 def describe(r: dict) -> str:
     agree = "-" if r["greedy_agreement"] is None else f"{r['greedy_agreement']:.0%} of {r['verify_prompts']}"
-    return (f"fused {r['adapter_path']} into {r['base']} -> {r['save_path']} ({r['bits']} bits)\n"
-            f"greedy agreement with base + adapter: {agree}; size {r['fused_bytes']:,} bytes; "
-            f"{r['total_seconds']} s")
+    return (
+        f"fused {r['adapter_path']} into {r['base']} -> {r['save_path']} ({r['bits']} bits)\n"
+        f"greedy agreement with base + adapter: {agree}; size {r['fused_bytes']:,} bytes; "
+        f"{r['total_seconds']} s"
+    )

@@ -78,7 +78,7 @@ def _tree_split(seqs: list[np.ndarray], accept: Callable) -> list[list[int]]:
             continue
         cuts = [j for j in range(lo + 1, hi) if adj[j] == m]
         bounds = [lo, *cuts, hi]
-        children = list(zip(bounds[:-1], bounds[1:]))
+        children = list(zip(bounds[:-1], bounds[1:], strict=True))
         if accept(m, [(b - a, common(a, b)) for a, b in children]):
             stack.extend(children)
         else:
@@ -160,7 +160,7 @@ def _sub_batch(rows: list[Example], shared: int):
     pos = np.zeros((b, k), np.int32)
     targets = np.zeros((b, k), np.int32)
     weights = np.zeros((b, k), np.float32)
-    for i, (e, p) in enumerate(zip(rows, sfx)):
+    for i, (e, p) in enumerate(zip(rows, sfx, strict=True)):
         tokens = np.asarray(e.tokens, np.int32)
         inputs[i, : len(tokens) - 1 - c] = tokens[c:-1]
         pos[i, : len(p)] = p
@@ -279,9 +279,14 @@ def make_prefix_loss(model):
     return loss
 
 
+def _is_mlx_lm_checkpoint(call) -> bool:
+    return getattr(call, "__module__", "") == "mlx_lm.tuner.trainer" and "grad_checkpoint" in getattr(
+        call, "__qualname__", ""
+    )
+
+
 def _mlx_lm_checkpointed(model) -> bool:
-    call = getattr(type(model.layers[0]), "__call__", None) if len(model.layers) else None
-    return getattr(call, "__qualname__", "").startswith("grad_checkpoint.<locals>")
+    return bool(len(model.layers)) and _is_mlx_lm_checkpoint(type(model.layers[0]).__call__)
 
 
 def grad_checkpoint(layer) -> None:
@@ -297,7 +302,7 @@ def grad_checkpoint(layer) -> None:
 
     cls = type(layer)
     fn = cls.__call__
-    if fn.__qualname__.startswith("grad_checkpoint.<locals>") and "fn" in fn.__code__.co_freevars:
+    if _is_mlx_lm_checkpoint(fn) and "fn" in fn.__code__.co_freevars:
         # mlx-lm's patch from an earlier run in this process: wrap the original call instead.
         fn = fn.__closure__[fn.__code__.co_freevars.index("fn")].cell_contents
     if fn is getattr(cls, "_mlx_tune_checkpointed", None):

@@ -115,29 +115,44 @@ DEFAULT_CORPUS_PACKAGES = ("click", "jinja2", "markupsafe", "yaml", "jsonlines",
 
 DEFAULT_SIZE: dict[str, int] = {
     "vocab_size": 4096,  # BPE merges learned; special/added tokens come on top
-    "hidden_size": 128,
+    "hidden_size": 64,
     "num_hidden_layers": 2,
-    "intermediate_size": 384,
+    "intermediate_size": 192,
     "num_attention_heads": 4,
     "num_key_value_heads": 2,
     "max_position_embeddings": 2048,
     "max_corpus_chars": 4_000_000,
 }
 
+# Pretraining is off by default: on this project's 2-core CPU it ran at ~9 s/step (batch 8 x 256
+# tokens, under load), far over the demo's budget, and LoRA on the random base did not learn with
+# or without it in the time there was to try (see TINY_TRAIN_PRESET).
 DEFAULT_PRETRAIN_STEPS = 0
 PRETRAIN = {"batch_size": 8, "seq_len": 256, "learning_rate": 2e-3, "warmup": 20}
 
-# The training settings for the tiny preset (filled in from the recipe experiments).
+# Training settings of the ``tiny`` preset (mlx_tune.train reads it: ``--preset tiny``).
+# Measured on click repo examples (437 train / 124 held-out, mlx-lm 0.32, CPU backend): LoRA on
+# the random tiny base did not learn (rank 32 and rank 64 = hidden size, all seven linear layers,
+# lr 5e-3..1e-2: train loss stayed ~7.5 of ln(vocab) 8.3, discrimination stayed at the base's
+# always-direct 39%), so the tiny preset fine-tunes the transformer layers fully; LoRA stays the
+# default for real models. ``long_sequences: truncate`` keeps the prompt and the first answer
+# tokens of long direct answers, which is what the tool-or-direct decision needs.
+# Measured with these settings (code format, hidden 64, 2 layers): held-out tool-vs-direct accuracy
+# 39% (base, always direct) -> 73% after 300 steps, 346 s wall on the idle 2-core CPU. That is
+# short of the demo target (+40 points in 1-2 min); tools format costs ~2x per step (~330-token prompt).
 TINY_TRAIN_PRESET: dict[str, Any] = {
-    "fine_tune_type": "lora",
-    "rank": 64,
-    "scale": 2.0,
-    "keys": "all",
+    "fine_tune_type": "full",
     "num_layers": -1,
-    "learning_rate": 2e-3,
+    "learning_rate": 7e-3,
+    "lr_schedule": "cosine",
+    "warmup": 10,
+    "min_learning_rate": 7e-4,
+    "optimizer": "adam",
     "iters": 300,
     "batch_size": 8,
-    "max_seq_length": 1024,
+    "max_seq_length": 400,
+    "long_sequences": "truncate",
+    "mask_prompt": True,
 }
 
 

@@ -25,7 +25,7 @@ import hashlib
 import json
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -199,7 +199,9 @@ def resolve_settings(
         layers.append((f"preset {preset}", load_preset(preset, Path(phases_dir) / "presets")))
     if phase is not None:
         layers.append((f"{Path(phases_dir) / f'phase{phase}.yaml'}: train", phase_train))
-        layers.append(("phase defaults", {"data": f"data/phase{phase}", "adapter_path": f"adapters/phase{phase}"}))
+        layers.append(
+            ("phase defaults", {"data": f"data/phase{phase}", "adapter_path": f"adapters/phase{phase}"})
+        )
     if config:
         layers.append((str(config), _read_yaml(Path(config))))
     layers.append(("options", {k: v for k, v in (overrides or {}).items() if v is not None}))
@@ -530,7 +532,9 @@ class BatchStream:
     def iterate(self, start: int):
         """A function with mlx-lm's ``iterate_batches`` signature yielding micro-batches from ``start``."""
 
-        def iterate_batches(dataset=None, batch_size=None, max_seq_length=None, loop=False, seed=None, comm_group=None):
+        def iterate_batches(
+            dataset=None, batch_size=None, max_seq_length=None, loop=False, seed=None, comm_group=None
+        ):
             rank, size = (comm_group.rank(), comm_group.size()) if comm_group is not None else (0, 1)
             t = start
             while True:
@@ -548,7 +552,9 @@ def eval_batches(examples: list[Example], batch_size: int):
     """``iterate_batches`` for validation: length-sorted, every example once (last batch may be short)."""
     order = sorted(range(len(examples)), key=lambda i: (len(examples[i].tokens), i))
 
-    def iterate_batches(dataset=None, batch_size=batch_size, max_seq_length=None, loop=False, seed=None, comm_group=None):
+    def iterate_batches(
+        dataset=None, batch_size=batch_size, max_seq_length=None, loop=False, seed=None, comm_group=None
+    ):
         rank, size = (comm_group.rank(), comm_group.size()) if comm_group is not None else (0, 1)
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size][rank::size]
@@ -594,7 +600,9 @@ def _load_model(name: str):
     try:
         return load(name)
     except Exception as e:  # mlx-lm raises many kinds (missing files, no network, bad config)
-        raise UserError(f"model: could not load {name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise UserError(
+            f"model: could not load {name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
 
 
 def _is_quantized(model) -> bool:
@@ -614,7 +622,9 @@ def setup_model(model, s: TrainSettings) -> dict:
     model.freeze()
     if s.fine_tune_type == "full":
         if _is_quantized(model):
-            raise UserError("fine_tune_type: full cannot train a quantized model (use lora/dora or a float base)")
+            raise UserError(
+                "fine_tune_type: full cannot train a quantized model (use lora/dora or a float base)"
+            )
         for layer in model.layers[-num_layers:]:
             layer.unfreeze()
         return {"fine_tune_type": "full", "num_layers": num_layers, "lora_parameters": None}
@@ -686,7 +696,9 @@ def _save_checkpoint(ckpt_dir: Path, model, optimizer, step: int, state: dict, k
     target = ckpt_dir / f"step_{step:07d}"
     with fileio.atomic_path(target) as tmp:
         tmp.mkdir()
-        mx.save_safetensors(str(tmp / "adapters.safetensors"), dict(tree_flatten(model.trainable_parameters())))
+        mx.save_safetensors(
+            str(tmp / "adapters.safetensors"), dict(tree_flatten(model.trainable_parameters()))
+        )
         opt = dict(tree_flatten(optimizer.state))
         mx.save_safetensors(str(tmp / "optimizer.safetensors"), opt)
         (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2, sort_keys=True) + "\n")
@@ -695,7 +707,9 @@ def _save_checkpoint(ckpt_dir: Path, model, optimizer, step: int, state: dict, k
 
 
 def latest_checkpoint(adapter_path: str | Path) -> Path | None:
-    found = sorted(p for p in (Path(adapter_path) / "checkpoints").glob("step_*") if (p / "state.json").is_file())
+    found = sorted(
+        p for p in (Path(adapter_path) / "checkpoints").glob("step_*") if (p / "state.json").is_file()
+    )
     return found[-1] if found else None
 
 
@@ -830,11 +844,21 @@ def train(
     }
     metrics: list[dict] = []
     start = 0
-    extra = {"train_seconds": 0.0, "real_tokens": 0, "padded_tokens": 0, "val_first": None, "best": None,
-             "best_step": 0, "bad_evals": 0}
+    extra = {
+        "train_seconds": 0.0,
+        "real_tokens": 0,
+        "padded_tokens": 0,
+        "val_first": None,
+        "best": None,
+        "best_step": 0,
+        "bad_evals": 0,
+    }
     if ckpt is not None:
         saved = _load_checkpoint(ckpt, model, optimizer)
-        if saved["data_fingerprint"] != run_state["data_fingerprint"] or saved["settings"] != run_state["settings"]:
+        if (
+            saved["data_fingerprint"] != run_state["data_fingerprint"]
+            or saved["settings"] != run_state["settings"]
+        ):
             raise UserError(
                 f"--resume: {ckpt} was made with other data or settings ({saved['settings']}); "
                 "train without --resume to start over"
@@ -851,9 +875,15 @@ def train(
             fileio.write_jsonl(out / "metrics.jsonl", metrics)
 
     def run_eval() -> float:
-        v = evaluate(model=model, dataset=valid_data.examples, batch_size=s.batch_size,
-                     num_batches=s.val_batches, max_seq_length=s.max_seq_length, loss=loss,
-                     iterate_batches=val_iter)
+        v = evaluate(
+            model=model,
+            dataset=valid_data.examples,
+            batch_size=s.batch_size,
+            num_batches=s.val_batches,
+            max_seq_length=s.max_seq_length,
+            loss=loss,
+            iterate_batches=val_iter,
+        )
         model.train()
         return v
 
@@ -893,11 +923,15 @@ def train(
                 mx.random.seed(step_seed(s.seed, step))
             row = None
             if step % s.steps_per_report == 0 or step == iters:
-                row = {"step": step, "train_loss": round(window["loss"] / window["n"], 6),
-                       "learning_rate": float(f"{info['learning_rate']:.6g}"),
-                       "tokens_per_second": round(window["real"] / window["secs"], 1),
-                       "real_tokens": window["real"], "seconds": round(window["secs"], 4),
-                       "peak_memory_gb": round(info["peak_memory"], 4)}
+                row = {
+                    "step": step,
+                    "train_loss": round(window["loss"] / window["n"], 6),
+                    "learning_rate": float(f"{info['learning_rate']:.6g}"),
+                    "tokens_per_second": round(window["real"] / window["secs"], 1),
+                    "real_tokens": window["real"],
+                    "seconds": round(window["secs"], 4),
+                    "peak_memory_gb": round(info["peak_memory"], 4),
+                }
                 window.update(loss=0.0, n=0, secs=0.0, real=0)
             if step % s.steps_per_eval == 0 or step == iters:
                 val = run_eval()
@@ -915,11 +949,21 @@ def train(
             stop = None
             if s.early_stopping_patience and extra["bad_evals"] >= s.early_stopping_patience:
                 stop = "early_stop"
-            elif (flag.get("stop") or (interrupt_at_step is not None and step >= interrupt_at_step)) and at_update and step < iters:
+            elif (
+                (flag.get("stop") or (interrupt_at_step is not None and step >= interrupt_at_step))
+                and at_update
+                and step < iters
+            ):
                 stop = "interrupted"
             if at_update and rank0 and (step % save_every == 0 or stop) and step < iters:
-                _save_checkpoint(out / "checkpoints", model, optimizer, step,
-                                 {**run_state, "extra": extra}, s.keep_checkpoints)
+                _save_checkpoint(
+                    out / "checkpoints",
+                    model,
+                    optimizer,
+                    step,
+                    {**run_state, "extra": extra},
+                    s.keep_checkpoints,
+                )
             if stop:
                 extra["stopped_at"] = step
                 raise _Stop(stop)
@@ -928,15 +972,31 @@ def train(
     status = "completed"
     scratch = out / "checkpoints" / ".mlx_lm_final.safetensors"
     scratch.parent.mkdir(parents=True, exist_ok=True)
-    args = TrainingArgs(batch_size=s.batch_size, iters=remaining, val_batches=s.val_batches, steps_per_report=1,
-                        steps_per_eval=iters + 1, steps_per_save=iters + 1, max_seq_length=s.max_seq_length,
-                        adapter_file=str(scratch), grad_checkpoint=s.grad_checkpoint,
-                        grad_accumulation_steps=accum)
+    args = TrainingArgs(
+        batch_size=s.batch_size,
+        iters=remaining,
+        val_batches=s.val_batches,
+        steps_per_report=1,
+        steps_per_eval=iters + 1,
+        steps_per_save=iters + 1,
+        max_seq_length=s.max_seq_length,
+        adapter_file=str(scratch),
+        grad_checkpoint=s.grad_checkpoint,
+        grad_accumulation_steps=accum,
+    )
     try:
         if remaining > 0:
             with _quiet_mlx_lm_ui(), _sigint_to_flag(flag):
-                mlx_train(model=model, optimizer=optimizer, train_dataset=train_data.examples, val_dataset=None,
-                          args=args, loss=loss, iterate_batches=stream.iterate(start), training_callback=Callback())
+                mlx_train(
+                    model=model,
+                    optimizer=optimizer,
+                    train_dataset=train_data.examples,
+                    val_dataset=None,
+                    args=args,
+                    loss=loss,
+                    iterate_batches=stream.iterate(start),
+                    training_callback=Callback(),
+                )
     except _Stop as e:
         status = e.reason
     finally:
@@ -952,14 +1012,19 @@ def train(
         "val_loss_best": _r(extra["best"]),
         "best_step": extra["best_step"],
         "improvement_pct": _r(100.0 * (extra["val_first"] - extra["best"]) / extra["val_first"])
-        if extra["val_first"] else None,
+        if extra["val_first"]
+        else None,
         "train_seconds": _r(extra["train_seconds"], 3),
         "wall_seconds_this_run": _r(time.perf_counter() - t0, 3),
         "peak_memory_gb": _r(mx.get_peak_memory() / 1e9, 4),
         "trainable_params": int(trainable),
-        "tokens_per_second": _r(extra["real_tokens"] / extra["train_seconds"], 1) if extra["train_seconds"] else None,
+        "tokens_per_second": _r(extra["real_tokens"] / extra["train_seconds"], 1)
+        if extra["train_seconds"]
+        else None,
         "real_tokens": extra["real_tokens"],
-        "padding_share": _r(1 - extra["real_tokens"] / extra["padded_tokens"], 4) if extra["padded_tokens"] else None,
+        "padding_share": _r(1 - extra["real_tokens"] / extra["padded_tokens"], 4)
+        if extra["padded_tokens"]
+        else None,
         "train_examples": len(train_data.examples),
         "valid_examples": len(valid_data.examples),
         "too_long": train_data.too_long + valid_data.too_long,
@@ -995,8 +1060,8 @@ def describe(summary: dict) -> str:
         f"{s['train_examples']} train / {s['valid_examples']} valid examples",
     ]
     if s["too_long"]:
-        lines.append(f"{s['too_long']} examples longer than max_seq_length ({s['dropped']} dropped, "
-                     f"{s['truncated']} truncated; longest {s['longest_tokens']} tokens)")
+        lines.append(
+            f"{s['too_long']} examples longer than max_seq_length ({s['dropped']} dropped, "
+            f"{s['truncated']} truncated; longest {s['longest_tokens']} tokens)"
+        )
     return "\n".join(lines)
-
-

@@ -20,9 +20,20 @@ def qlora_adapter(tiny_model_4bit, tmp_path_factory):
     root = tmp_path_factory.mktemp("qlora")
     data = write_data(root / "data", 12, 4)
     out = root / "adapters"
-    s = TrainSettings(model=str(tiny_model_4bit), data=str(data), adapter_path=str(out), iters=4, batch_size=4,
-                      learning_rate=1e-2, num_layers=-1, rank=4, alpha=8, target_modules=["q_proj", "v_proj"],
-                      steps_per_eval=4, max_seq_length=1024)
+    s = TrainSettings(
+        model=str(tiny_model_4bit),
+        data=str(data),
+        adapter_path=str(out),
+        iters=4,
+        batch_size=4,
+        learning_rate=1e-2,
+        num_layers=-1,
+        rank=4,
+        alpha=8,
+        target_modules=["q_proj", "v_proj"],
+        steps_per_eval=4,
+        max_seq_length=1024,
+    )
     summary = train(s, progress=False)
     return out, summary
 
@@ -66,11 +77,23 @@ def test_fuse_refuses_existing_output_and_mismatched_adapter(qlora_adapter, tiny
 
 def test_fuse_cli_errors(tmp_path, qlora_adapter):
     runner = CliRunner()
-    r = runner.invoke(main, ["fuse", "--adapter-path", str(tmp_path / "none"), "--save-path", str(tmp_path / "o")])
+    r = runner.invoke(
+        main, ["fuse", "--adapter-path", str(tmp_path / "none"), "--save-path", str(tmp_path / "o")]
+    )
     assert r.exit_code == 1 and "has no adapters.safetensors" in r.output
     adapter, _ = qlora_adapter
-    r = runner.invoke(main, ["fuse", "--model", str(tmp_path / "nomodel"), "--adapter-path", str(adapter),
-                             "--save-path", str(tmp_path / "o")])
+    r = runner.invoke(
+        main,
+        [
+            "fuse",
+            "--model",
+            str(tmp_path / "nomodel"),
+            "--adapter-path",
+            str(adapter),
+            "--save-path",
+            str(tmp_path / "o"),
+        ],
+    )
     assert r.exit_code == 1 and "--model:" in r.output and "does not exist" in r.output
     r = runner.invoke(main, ["fuse", "--phase", "99"])
     assert r.exit_code == 1 and "adapters/phase99" in r.output and "mlx-tune train --phase 99" in r.output

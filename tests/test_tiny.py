@@ -112,6 +112,22 @@ def test_special_tokens_are_single_ids_and_tool_tags_survive_decoding(tiny_model
     assert tok.decode(ids, skip_special_tokens=True) == '<tool_call>\n{"name": "read"}\n</tool_call>'
 
 
+def test_tokenizer_json_transformers_and_mlx_lm_tokenize_alike(tiny_model):
+    # transformers rebuilds a qwen2 tokenizer with Qwen2's own pre-tokenizer; ours must match it.
+    from mlx_lm import load
+    from tokenizers import Tokenizer
+
+    raw = Tokenizer.from_file(str(tiny_model / "tokenizer.json"))
+    hf = _hf_tokenizer(tiny_model)
+    _, wrapped = load(str(tiny_model))
+    for r in make_records(6):
+        text = render_chat(r["messages"], r["tools"]) + "  x = 12345\n\tdef f():\n"
+        ids = raw.encode(text).ids
+        assert hf.encode(text, add_special_tokens=False) == ids
+        assert wrapped.encode(text, add_special_tokens=False) == ids
+        assert hf.decode(ids) == text
+
+
 def test_same_seed_gives_identical_files_and_other_seed_other_weights(tiny_model, tmp_path):
     again = build_tiny_model(tmp_path / "again", pretrain_steps=0, **TINY_TEST_SIZE)
     for name in FILES:

@@ -22,9 +22,20 @@ def write_data(d: Path, n_train: int = 16, n_valid: int = 4) -> Path:
 
 
 def settings(model, data, out, **kw) -> TrainSettings:
-    base = dict(model=str(model), data=str(data), adapter_path=str(out), iters=6, batch_size=4,
-                learning_rate=5e-3, num_layers=-1, rank=4, steps_per_eval=3, steps_per_report=2,
-                save_every=2, max_seq_length=1024)
+    base = dict(
+        model=str(model),
+        data=str(data),
+        adapter_path=str(out),
+        iters=6,
+        batch_size=4,
+        learning_rate=5e-3,
+        num_layers=-1,
+        rank=4,
+        steps_per_eval=3,
+        steps_per_report=2,
+        save_every=2,
+        max_seq_length=1024,
+    )
     base.update(kw)
     return TrainSettings(**base)
 
@@ -47,8 +58,14 @@ def test_lora_run_lowers_val_loss_and_writes_outputs(lora_run, tiny_model):
     assert summary["status"] == "completed" and summary["step"] == 6
     assert summary["val_loss_best"] < summary["val_loss_first"]
     assert summary["improvement_pct"] > 0
-    for name in ("adapters.safetensors", "adapter_config.json", "metrics.jsonl", "summary.json",
-                 "best/adapters.safetensors", "best/adapter_config.json"):
+    for name in (
+        "adapters.safetensors",
+        "adapter_config.json",
+        "metrics.jsonl",
+        "summary.json",
+        "best/adapters.safetensors",
+        "best/adapter_config.json",
+    ):
         assert (out / name).is_file(), name
     rows = fileio.read_jsonl(out / "metrics.jsonl")
     assert rows[0] == {"step": 0, "val_loss": summary["val_loss_first"]}
@@ -85,8 +102,10 @@ def test_full_fine_tune_loads_with_mlx_lm(tiny_model, data_dir, tmp_path):
     import mlx_lm
 
     out = tmp_path / "full"
-    train(settings(tiny_model, data_dir, out, fine_tune_type="full", num_layers=1, iters=2,
-                   learning_rate=1e-3), progress=False)
+    train(
+        settings(tiny_model, data_dir, out, fine_tune_type="full", num_layers=1, iters=2, learning_rate=1e-3),
+        progress=False,
+    )
     base, _ = mlx_lm.load(str(tiny_model))
     tuned, _ = mlx_lm.load(str(tiny_model), adapter_path=str(out))
     x = mx.array([[1, 2, 3, 4]])
@@ -95,8 +114,18 @@ def test_full_fine_tune_loads_with_mlx_lm(tiny_model, data_dir, tmp_path):
 
 def test_settings_errors_are_reported_together():
     with pytest.raises(UserError) as e:
-        resolve_settings(overrides={"model": "m", "data": "d", "iters": 0, "batch_size": -1,
-                                    "fine_tune_type": "qlora", "alpha": 32, "scale": 2.0, "warmup": 2.5})
+        resolve_settings(
+            overrides={
+                "model": "m",
+                "data": "d",
+                "iters": 0,
+                "batch_size": -1,
+                "fine_tune_type": "qlora",
+                "alpha": 32,
+                "scale": 2.0,
+                "warmup": 2.5,
+            }
+        )
     msg = str(e.value)
     assert msg.startswith("5 problems")
     for field in ("iters:", "batch_size:", "fine_tune_type:", "alpha:", "warmup:"):
@@ -118,7 +147,9 @@ def test_shipped_phase_yaml_resolves(phase):
     assert s.data == f"data/phase{phase}" and s.adapter_path == f"adapters/phase{phase}"
 
 
-@pytest.mark.parametrize("preset", sorted(p.stem for p in Path("data/phases/presets").glob("*.yaml")) + ["tiny"])
+@pytest.mark.parametrize(
+    "preset", sorted(p.stem for p in Path("data/phases/presets").glob("*.yaml")) + ["tiny"]
+)
 def test_presets_validate(preset):
     s = resolve_settings(preset=preset, overrides={"model": "m", "data": "d"})
     if preset == "qlora":
@@ -127,7 +158,9 @@ def test_presets_validate(preset):
 
 
 def test_cli_options_override_phase_and_pick_epochs():
-    s = resolve_settings(phase=7, overrides={"epochs": 2, "learning_rate": 3e-4, "target_modules": "q_proj,v_proj"})
+    s = resolve_settings(
+        phase=7, overrides={"epochs": 2, "learning_rate": 3e-4, "target_modules": "q_proj,v_proj"}
+    )
     assert s.epochs == 2 and s.iters is None and s.learning_rate == 3e-4
 
 
@@ -153,7 +186,9 @@ def test_multi_turn_masks_cover_every_assistant_turn(tiny_model):
 
 def test_cli_bad_inputs(tmp_path, tiny_model):
     runner = CliRunner()
-    r = runner.invoke(main, ["train", "--model", str(tiny_model), "--data", str(tmp_path / "nope"), "--iters", "2"])
+    r = runner.invoke(
+        main, ["train", "--model", str(tiny_model), "--data", str(tmp_path / "nope"), "--iters", "2"]
+    )
     assert r.exit_code == 1 and "Error: data:" in r.output and "train.jsonl does not exist" in r.output
     d = write_data(tmp_path / "bad", 4, 2)
     lines = (d / "train.jsonl").read_text().splitlines()
@@ -166,10 +201,25 @@ def test_cli_bad_inputs(tmp_path, tiny_model):
     r = runner.invoke(main, ["train", "--preset", "nope", "--model", "m", "--data", "d"])
     assert r.exit_code == 1 and "unknown preset 'nope'" in r.output
     good = write_data(tmp_path / "good", 4, 2)
-    r = runner.invoke(main, ["train", "--model", str(tmp_path / "missing"), "--data", str(good), "--iters", "2"])
+    r = runner.invoke(
+        main, ["train", "--model", str(tmp_path / "missing"), "--data", str(good), "--iters", "2"]
+    )
     assert r.exit_code == 1 and "Error: model:" in r.output and "missing does not exist" in r.output
     r = runner.invoke(main, ["train", "--model", "m", "--data", "d", "--iters", "2", "--epochs", "1"])
     assert r.exit_code == 1 and "iters and epochs both given" in r.output
-    r = runner.invoke(main, ["train", "--model", str(tiny_model), "--data", str(good), "--iters", "2", "--resume",
-                             "--adapter-path", str(tmp_path / "fresh")])
+    r = runner.invoke(
+        main,
+        [
+            "train",
+            "--model",
+            str(tiny_model),
+            "--data",
+            str(good),
+            "--iters",
+            "2",
+            "--resume",
+            "--adapter-path",
+            str(tmp_path / "fresh"),
+        ],
+    )
     assert r.exit_code == 1 and "--resume: no checkpoint" in r.output

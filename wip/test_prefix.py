@@ -49,7 +49,9 @@ def assert_close(a: dict, b: dict, rtol: float = 1e-5):
 
 
 @pytest.mark.parametrize("mask_prompt", [True, False])
-@pytest.mark.parametrize("rows", [[0], [0, 1], [0, 1, 2, 3, 4], [6, 7, 8, 9, 10]], ids=["b1", "b2", "b5", "mixed"])
+@pytest.mark.parametrize(
+    "rows", [[0], [0, 1], [0, 1, 2, 3, 4], [6, 7, 8, 9, 10]], ids=["b1", "b2", "b5", "mixed"]
+)
 def test_loss_and_every_gradient_equal_the_plain_path(lora, mask_prompt, rows):
     model, tokenizer, _ = lora
     exs = [examples(tokenizer, mask_prompt)[i] for i in rows]
@@ -96,11 +98,24 @@ def run_trainer(model, weights, exs, shared: bool, checkpoint: bool):
     loss = prefix.make_prefix_loss(model) if shared else train.make_loss(model)
     if checkpoint:
         prefix.grad_checkpoint(model.layers[0])
-    args = TrainingArgs(batch_size=3, iters=4, steps_per_report=10, steps_per_eval=100, steps_per_save=100,
-                        grad_accumulation_steps=2, adapter_file="/dev/null")
+    args = TrainingArgs(
+        batch_size=3,
+        iters=4,
+        steps_per_report=10,
+        steps_per_eval=100,
+        steps_per_save=100,
+        grad_accumulation_steps=2,
+        adapter_file="/dev/null",
+    )
     with train._quiet_mlx_lm_ui():
-        mlx_train(model=model, optimizer=optim.SGD(learning_rate=0.5), train_dataset=exs, args=args,
-                  loss=loss, iterate_batches=lambda **kw: iter(batches))
+        mlx_train(
+            model=model,
+            optimizer=optim.SGD(learning_rate=0.5),
+            train_dataset=exs,
+            args=args,
+            loss=loss,
+            iterate_batches=lambda **kw: iter(batches),
+        )
     out = dict(tree_flatten(model.trainable_parameters()))
     model.update(tree_unflatten(list(weights.items())))
     return out
@@ -111,7 +126,9 @@ def test_compiled_trainer_updates_match_with_and_without_checkpointing(lora):
     exs = examples(tokenizer, True)
     plain = run_trainer(model, weights, exs, shared=False, checkpoint=False)
     moved = {k: plain[k] - weights[k] for k in plain}
-    assert_close(moved, {k: run_trainer(model, weights, exs, True, False)[k] - weights[k] for k in plain}, 1e-4)
+    assert_close(
+        moved, {k: run_trainer(model, weights, exs, True, False)[k] - weights[k] for k in plain}, 1e-4
+    )
     with restored_layer_call(model):
         ckpt = run_trainer(model, weights, exs, shared=True, checkpoint=True)
         assert type(model.layers[0]).__call__.__name__ == "checkpointed"
@@ -140,27 +157,32 @@ def test_validation_loss_is_the_same_through_evaluate(lora):
     exs = examples(tokenizer, True)
     args = dict(model=model, dataset=exs, batch_size=4, num_batches=-1, max_seq_length=4096)
     want = evaluate(**args, loss=train.make_loss(model), iterate_batches=train.eval_batches(exs, 4))
-    got = evaluate(**args, loss=prefix.make_prefix_loss(model), iterate_batches=prefix.prefix_eval_batches(exs, 4))
+    got = evaluate(
+        **args, loss=prefix.make_prefix_loss(model), iterate_batches=prefix.prefix_eval_batches(exs, 4)
+    )
     assert got == pytest.approx(want, rel=1e-5)
 
 
 def test_batches_group_by_prefix_then_length(lora):
     _, tokenizer, _ = lora
-    exs = examples(tokenizer, True, n_tools=10, n_code=7)
+    exs = examples(tokenizer, True, n_tools=10, n_code=8)
     groups = prefix.prefix_groups(exs)
-    assert sorted(map(sorted, groups)) == [list(range(10)), list(range(10, 17))]
+    assert sorted(map(sorted, groups)) == [list(range(10)), list(range(10, 18))]
     for g in groups:
         assert [len(exs[i].tokens) for i in g] == sorted(len(exs[i].tokens) for i in g)
     batches = prefix.prefix_batch_groups(exs, 3)
-    assert len(batches) == len(train.batch_groups(exs, 3)) == 5
+    assert len(batches) == len(train.batch_groups(exs, 3)) == 6
     assert all(len(b) == 3 for b in batches)
-    assert len({i for b in batches for i in b}) == 15
-    # Three full batches per group first; the leftovers (one tools row, one code row) are pooled.
-    assert [all(i < 10 for i in b) or all(i >= 10 for i in b) for b in batches] == [True] * 4 + [False]
+    assert len({i for b in batches for i in b}) == 18
+    # Full batches per group first (3 tools, 2 code); the leftovers (1 tools, 2 code rows) are pooled.
+    assert [all(i < 10 for i in b) or all(i >= 10 for i in b) for b in batches] == [True] * 5 + [False]
     assert prefix.prefix_batch_groups(exs, 3) == batches  # deterministic
-    subs = prefix.make_prefix_batch([exs[i] for i in batches[-1]])[0]
-    assert len(subs) == 2  # the pooled batch: two rows share a prefix, the lone row runs plain
-    assert sorted(s[0].shape[1] > 0 for s in subs) == [False, True]
+    # The pooled batch: sharing what all three rows share (the template and part of the system
+    # prompt) computes fewer positions than the two code rows sharing theirs; either beats plain.
+    pooled = [exs[i] for i in batches[-1]]
+    subs = prefix.make_prefix_batch(pooled)[0]
+    assert [s[4].shape[0] for s in subs] == [3] and subs[0][0].shape[1] >= prefix.MIN_SHARED
+    assert prefix.computed_positions(subs) < train.make_batch(pooled)[0][0].size
 
 
 def test_shared_length_rounds_down_and_keeps_one_shared_target():

@@ -1,0 +1,17 @@
+#!/usr/bin/env python3
+"""Train one phase's adapter (a thin wrapper over `mlx-tune train --phase N`).
+
+    python scripts/train_phase.py 7                  # data/phases/phase7.yaml -> adapters/phase7/
+    python scripts/train_phase.py 7 --iters 50 --resume
+
+Any `mlx-tune train` option can follow the phase number.
+"""
+
+import sys
+
+from mlx_tune.cli import main
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or not sys.argv[1].isdigit():
+        sys.exit("usage: train_phase.py N [mlx-tune train options]")
+    main(["train", "--phase", sys.argv[1], *sys.argv[2:]])
