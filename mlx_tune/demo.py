@@ -219,7 +219,10 @@ def _train_stages(s: DemoSettings, stage, model: str, tiny: bool) -> None:
         overrides = {"model": model, "data": f"data/phase{n}", "adapter_path": f"adapters/phase{n}"}
         if s.iters is not None:
             overrides["iters"] = s.iters
-        settings = train.resolve_settings(phase=n, preset="tiny" if tiny else None, overrides=overrides)
+        # The phase files' train: sections are tuned for Qwen2.5-Coder-7B; the tiny model uses its own preset.
+        settings = train.resolve_settings(
+            phase=None if tiny else n, preset="tiny" if tiny else None, overrides=overrides
+        )
         stage(
             f"train phase {n}",
             overrides | {"preset": "tiny" if tiny else None},
