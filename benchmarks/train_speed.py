@@ -1,13 +1,16 @@
-"""Training throughput: `mlx-tune train` against `mlx_lm lora`, same model, data and settings.
+"""Training throughput: `mlx-tune train` (shared prefix on and off) against `mlx_lm lora`.
 
     .venv/bin/python benchmarks/train_speed.py [--model DIR] [--data DIR] [--epochs 3] [--batch-size 4]
 
-Both run as fresh subprocesses, one after the other. Each trains ``epochs`` whole passes over the
-training set (its size is cut to a multiple of the batch size, so every example is seen once per
-epoch by both tools); the first epoch (compilation) is left out of the timing. Throughput is in
-real (non-padding) tokens per second of training-step time (validation excluded), counted as each
-tool tokenizes the data. Peak memory: the child process' maximum resident set size. The last line
-is ``ratio: N.NN`` (ours over mlx-lm's).
+Three fresh subprocesses, one after the other, same model, data and LoRA settings (prompt masking
+on): ``mlx-tune train`` with every optimisation (``--shared-prefix auto``), the same with
+``--shared-prefix off``, and ``mlx_lm lora``. Each trains ``epochs`` whole passes over the
+training set (cut to a multiple of the batch size, so every example is seen once per epoch by
+each); the first epoch (compilation) is left out of the timing. Throughput is in real
+(non-padding) tokens per second of training-step time (validation excluded), counted as each
+tool tokenizes the data. Peak memory: the child process' maximum resident set size (and, for
+ours, mlx's own peak). Data: data/phase7 if present (``--data`` to choose). The last line is
+``ratio: N.NN``: ours (shared prefix on) over mlx-lm's (targets: >= 2x, and >= 1.6x on over off).
 """
 
 from __future__ import annotations
@@ -52,10 +55,23 @@ def prepare_data(src: Path | None, batch_size: int, out: Path, max_train: int) -
     return out
 
 
+def same_blas() -> dict:
+    """The same BLAS for every child: ``mlx-tune`` may restart itself with the system OpenBLAS on
+    Linux, so mlx-lm gets it preloaded too (nothing changes where there is none)."""
+    try:
+        from mlx_tune import cpu_blas
+    except ImportError:
+        return {}
+    lib = cpu_blas.find_openblas()
+    if lib is None:
+        return {}
+    return {"LD_PRELOAD": " ".join(filter(None, [str(lib), os.environ.get("LD_PRELOAD", "")]))}
+
+
 def run(cmd: list[str], log: Path) -> tuple[list[tuple[float, str]], float]:
     """Run ``cmd``; return its output lines with arrival times and its peak RSS in GB (wait4: this
     child only)."""
-    env = {**os.environ, "NO_COLOR": "1", "PYTHONUNBUFFERED": "1", "TERM": "dumb"}
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONUNBUFFERED": "1", "TERM": "dumb", **same_blas()}
     lines = []
     with open(log, "w") as f:
         p = subprocess.Popen(
@@ -136,50 +152,55 @@ def main() -> None:
         f"{args.epochs} epochs = {iters} iterations (first epoch untimed)"
     )
 
-    # ours
-    ours_dir = work / "ours"
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlx_tune",
-        "train",
-        "--model",
-        str(model),
-        "--data",
-        str(data),
-        "--adapter-path",
-        str(ours_dir),
-        "--iters",
-        str(iters),
-        "--batch-size",
-        str(args.batch_size),
-        "--learning-rate",
-        str(args.learning_rate),
-        "--lr-schedule",
-        "constant",
-        "--rank",
-        str(args.rank),
-        "--scale",
-        "20",
-        "--num-layers",
-        str(args.num_layers),
-        "--max-seq-length",
-        str(args.max_seq_length),
-        "--steps-per-report",
-        str(nb),
-        "--steps-per-eval",
-        str(iters),
-        "--save-every",
-        str(iters),
-        "--val-batches",
-        "1",
-        "--quiet",
-    ]
-    _, ours_rss = run(cmd, work / "ours.log")
-    rows = [r for r in map(json.loads, open(ours_dir / "metrics.jsonl")) if "train_loss" in r]
-    timed = rows[1:]
-    ours_tps = sum(r["real_tokens"] for r in timed) / sum(r["seconds"] for r in timed)
-    ours_mlx_peak = json.loads((ours_dir / "summary.json").read_text())["peak_memory_gb"]
+    def ours(shared: str) -> tuple[float, float, float]:
+        out = work / f"ours-{shared}"
+        cmd = [
+            sys.executable,
+            "-m",
+            "mlx_tune",
+            "train",
+            "--model",
+            str(model),
+            "--data",
+            str(data),
+            "--adapter-path",
+            str(out),
+            "--shared-prefix",
+            shared,
+            "--iters",
+            str(iters),
+            "--batch-size",
+            str(args.batch_size),
+            "--learning-rate",
+            str(args.learning_rate),
+            "--lr-schedule",
+            "constant",
+            "--rank",
+            str(args.rank),
+            "--scale",
+            "20",
+            "--num-layers",
+            str(args.num_layers),
+            "--max-seq-length",
+            str(args.max_seq_length),
+            "--steps-per-report",
+            str(nb),
+            "--steps-per-eval",
+            str(iters),
+            "--save-every",
+            str(iters),
+            "--val-batches",
+            "1",
+            "--quiet",
+        ]
+        _, rss = run(cmd, work / f"ours-{shared}.log")
+        rows = [r for r in map(json.loads, open(out / "metrics.jsonl")) if "train_loss" in r]
+        timed = rows[1:]
+        tps = sum(r["real_tokens"] for r in timed) / sum(r["seconds"] for r in timed)
+        return tps, rss, json.loads((out / "summary.json").read_text())["peak_memory_gb"]
+
+    on_tps, on_rss, on_peak = ours("auto")
+    off_tps, off_rss, off_peak = ours("off")
 
     # mlx-lm
     cfg = work / "mlx_lm.yaml"
@@ -226,12 +247,17 @@ def main() -> None:
     mlx_tps = real_per_epoch * (args.epochs - 1) / secs
 
     print(
-        f"mlx-tune train: {ours_tps:,.0f} real tokens/s, peak RSS {ours_rss:.3f} GB "
-        f"(mlx peak {ours_mlx_peak} GB)"
+        f"mlx-tune train, shared prefix on:  {on_tps:,.0f} real tokens/s, peak RSS {on_rss:.3f} GB "
+        f"(mlx peak {on_peak} GB)"
     )
-    print(f"mlx_lm lora:    {mlx_tps:,.0f} real tokens/s, peak RSS {mlx_rss:.3f} GB")
+    print(
+        f"mlx-tune train, shared prefix off: {off_tps:,.0f} real tokens/s, peak RSS {off_rss:.3f} GB "
+        f"(mlx peak {off_peak} GB)"
+    )
+    print(f"mlx_lm lora:                       {mlx_tps:,.0f} real tokens/s, peak RSS {mlx_rss:.3f} GB")
+    print(f"shared prefix on / off: {on_tps / off_tps:.2f}")
     print(f"logs: {work}")
-    print(f"ratio: {ours_tps / mlx_tps:.2f}")
+    print(f"ratio: {on_tps / mlx_tps:.2f}")
 
 
 if __name__ == "__main__":

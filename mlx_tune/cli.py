@@ -8,11 +8,15 @@ mlx is loaded only by the commands that need it. A ``UserError`` from any stage 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 
 from mlx_tune import UserError, __version__
+
+# Commands that run a model: on Linux they restart once with the system OpenBLAS (mlx_tune.cpu_blas).
+HEAVY_COMMANDS = {"train", "fuse", "bench", "demo", "tiny"}
 
 
 class _Group(click.Group):
@@ -25,9 +29,14 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mlx-tune")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Fine-tune local coder models on Apple Silicon: repositories -> tool-use data ->
     LoRA adapters (mlx-lm) -> fused 8-bit models -> benchmark."""
+    if ctx.invoked_subcommand in HEAVY_COMMANDS and "--help" not in sys.argv and "-h" not in sys.argv:
+        from mlx_tune import cpu_blas
+
+        cpu_blas.reexec_with_openblas()
 
 
 @main.group(cls=_Group)
@@ -401,6 +410,12 @@ def tiny_build(out, bits, seed, pretrain_steps, corpus, vocab_size, hidden_size,
 )
 @click.option("--grad-accumulation-steps", type=int, help="Micro-batches per optimizer update.")
 @click.option("--grad-checkpoint/--no-grad-checkpoint", default=None, help="Gradient checkpointing.")
+@click.option(
+    "--shared-prefix",
+    type=click.Choice(["auto", "off"]),
+    help="auto (default): run each batch's common system + tools prefix once (exact, faster) when "
+    "the model supports it; off: every row runs its full sequence.",
+)
 @click.option("--max-seq-length", type=int, help="Longest sequence in tokens.")
 @click.option("--long-sequences", type=click.Choice(["drop", "truncate"]), help="Examples over max length.")
 @click.option("--seed", type=int, help="Seed for initialisation, dropout and data order.")

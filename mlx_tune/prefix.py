@@ -6,7 +6,7 @@ broadcast to the rows, and the right-padded suffixes run against it. This is exa
 the prefix's gradient over the rows (the gradient of the broadcast), and a trained target inside
 the prefix (``mask_prompt`` off) is weighted by the number of rows that train it.
 
-The pieces mirror :mod:`mlx_tune.train`'s conventions so wiring is a swap:
+The pieces mirror :mod:`mlx_tune.batching`'s conventions so wiring is a swap:
 
 - :func:`prefix_batch_groups` for ``batch_groups`` (examples grouped by shared prefix, then
   bucketed by length; leftovers of each group pooled);
@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from mlx_tune.train import PAD_MULTIPLE, SPLIT_HEAD_TYPES, Example, _round_up
+from mlx_tune.batching import PAD_MULTIPLE, Example, _round_up, loss_head
 
 MIN_SHARED = 16
 """A sub-batch shares its prefix only if it is at least this many tokens (else it runs plain)."""
@@ -222,28 +222,13 @@ def _cache_class():
     return ConcatenateKVCache
 
 
-def _hidden_fn(model):
-    """``(hidden(x, cache), head(h))``: the head apart when the model is ``lm_head(model.model(x))``
-    (train.py's split-head types), so it runs only on trained positions; else the full model."""
-    split = getattr(model, "model_type", None) in SPLIT_HEAD_TYPES and hasattr(model, "model")
-    if split:
-
-        def head(h):
-            if model.args.tie_word_embeddings:
-                return model.model.embed_tokens.as_linear(h)
-            return model.lm_head(h)
-
-        return (lambda x, cache=None: model.model(x, cache=cache)), head
-    return (lambda x, cache=None: model(x, cache=cache)), (lambda h: h)
-
-
 def make_prefix_loss(model):
     """Like ``train.make_loss``: ``loss(model, *subs) -> (mean loss, trained tokens)`` over batches
     from :func:`make_prefix_batch`; equal (to float rounding) to the plain loss of the same rows."""
     import mlx.core as mx
     import mlx.nn as nn
 
-    hidden, head = _hidden_fn(model)
+    hidden, head = loss_head(model)
     n_layers = len(model.layers)
     cache_class = _cache_class()
 
@@ -366,7 +351,10 @@ def shared_prefix_support(model) -> str | None:
     kinds = sorted({type(c).__name__ for c in caches if type(c) is not KVCache})
     if kinds or not caches:
         return f"its cache is not a plain KVCache ({', '.join(kinds) or 'none'})"
-    hidden, _ = _hidden_fn(model)
+
+    def hidden(x, cache=None):
+        return model(x, cache=cache)
+
     vocab = int(model.args.vocab_size) if hasattr(model, "args") and hasattr(model.args, "vocab_size") else 16
     rng = np.random.default_rng(0)
     c, s = 16, 8

@@ -97,6 +97,68 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_model, data_dir, t
     assert resumed["val_loss_best"] == pytest.approx(full["val_loss_best"], abs=1e-4)
 
 
+def test_shared_prefix_on_and_off_give_the_same_curves(lora_run, tiny_model, data_dir, tmp_path):
+    from mlx_lm.models.qwen2 import TransformerBlock
+
+    out, on = lora_run  # shared_prefix auto (the default)
+    assert json.loads((out / "adapter_config.json").read_text())["shared_prefix_used"] is True
+    call = TransformerBlock.__call__
+    off = train(settings(tiny_model, data_dir, tmp_path / "off", shared_prefix="off"), progress=False)
+    train(settings(tiny_model, data_dir, tmp_path / "ckpt", grad_checkpoint=True), progress=False)
+    assert TransformerBlock.__call__ is call  # checkpointing does not leak into later models
+    assert json.loads((tmp_path / "off" / "adapter_config.json").read_text())["shared_prefix_used"] is False
+    curves = [
+        [(r["step"], r.get("val_loss"), r.get("train_loss")) for r in fileio.read_jsonl(d / "metrics.jsonl")]
+        for d in (out, tmp_path / "off", tmp_path / "ckpt")
+    ]
+    assert [r[0] for r in curves[0]] == [r[0] for r in curves[1]] == [r[0] for r in curves[2]]
+    assert sum(r[1] is not None for r in curves[0]) == 3  # steps 0, 3 and 6
+    for other in curves[1:]:
+        for a, b in zip(curves[0], other, strict=True):
+            for x, y in zip(a[1:], b[1:], strict=True):
+                assert (x is None) == (y is None) and (x is None or x == pytest.approx(y, rel=1e-4, abs=1e-5))
+    assert on["real_tokens"] == off["real_tokens"]
+    assert on["shared_prefix"] is True and off["shared_prefix"] is False
+
+
+def test_models_without_shared_prefix_support_train_on_the_plain_path(
+    tiny_model, data_dir, tmp_path, monkeypatch, capsys
+):
+    from mlx_tune import batching, prefix
+
+    monkeypatch.setattr(prefix, "shared_prefix_support", lambda model: "no cache here")
+    monkeypatch.setattr(batching, "_said", set())
+    for name in ("a", "b"):
+        summary = train(settings(tiny_model, data_dir, tmp_path / name, iters=1), progress=False)
+        assert summary["status"] == "completed" and summary["shared_prefix"] is False
+    err = capsys.readouterr().err
+    assert err.count("shared prefix: off for this model (no cache here); using the plain path") == 1
+
+
+def test_cli_shared_prefix_option(tiny_model, data_dir, tmp_path):
+    runner = CliRunner()
+    args = [
+        "train",
+        "--model",
+        str(tiny_model),
+        "--data",
+        str(data_dir),
+        "--iters",
+        "1",
+        "--num-layers",
+        "-1",
+        "--quiet",
+    ]
+    r = runner.invoke(main, [*args, "--adapter-path", str(tmp_path / "a"), "--shared-prefix", "off"])
+    assert r.exit_code == 0, r.output
+    assert "shared prefix off" in r.output
+    assert json.loads((tmp_path / "a" / "adapter_config.json").read_text())["shared_prefix"] == "off"
+    r = runner.invoke(main, [*args, "--adapter-path", str(tmp_path / "b")])
+    assert r.exit_code == 0 and "shared prefix on" in r.output
+    r = runner.invoke(main, [*args, "--shared-prefix", "always"])
+    assert r.exit_code == 2 and "'always' is not one of 'auto', 'off'" in r.output
+
+
 def test_full_fine_tune_loads_with_mlx_lm(tiny_model, data_dir, tmp_path):
     import mlx.core as mx
     import mlx_lm
@@ -124,11 +186,12 @@ def test_settings_errors_are_reported_together():
                 "alpha": 32,
                 "scale": 2.0,
                 "warmup": 2.5,
+                "shared_prefix": "on",
             }
         )
     msg = str(e.value)
-    assert msg.startswith("5 problems")
-    for field in ("iters:", "batch_size:", "fine_tune_type:", "alpha:", "warmup:"):
+    assert msg.startswith("6 problems")
+    for field in ("iters:", "batch_size:", "fine_tune_type:", "alpha:", "warmup:", "shared_prefix:"):
         assert field in msg
 
 

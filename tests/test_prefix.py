@@ -1,4 +1,5 @@
-"""Shared-prefix training is exact: same loss, same gradients, same updates as the plain path."""
+"""Shared-prefix training and answer-only logits are exact: same loss, gradients and updates as the
+plain full-sequence, full-logits computation."""
 
 from __future__ import annotations
 
@@ -215,3 +216,61 @@ def test_support_check(lora):
             return model(x) if cache is not None and x.shape[0] > 1 else out
 
     assert "differ from the plain path" in prefix.shared_prefix_support(IgnoresCache())
+
+
+def full_logits_loss(model, inputs, pos, targets, weights):
+    """The reference: logits at every position (``model(inputs)``), then the trained ones."""
+    import mlx.nn as nn
+
+    logits = mx.take_along_axis(model(inputs), pos[..., None], axis=1)
+    ce = nn.losses.cross_entropy(logits.astype(mx.float32), targets) * weights
+    return ce.sum() / weights.sum(), weights.sum()
+
+
+@pytest.mark.parametrize("mask_prompt", [True, False])
+def test_answer_only_logits_equal_full_logits(lora, mask_prompt):
+    model, tokenizer, _ = lora
+    hidden, head, reason = train.output_head(model)
+    assert reason is None  # the tiny Qwen2 model (tied embeddings) projects only trained positions
+    batch = train.make_batch(examples(tokenizer, mask_prompt)[:5])[0]
+    want = loss_and_grads(model, full_logits_loss, batch)
+    got = loss_and_grads(model, train.make_loss(model), batch)
+    assert got[1] == want[1]
+    assert got[0] == pytest.approx(want[0], rel=1e-5)
+    assert_close(want[2], got[2])
+    if mask_prompt:  # far fewer projected positions than the batch has
+        assert batch[1].size * 3 < batch[0].size
+
+
+def test_models_without_a_separable_head_fall_back_to_full_logits(lora, capsys, monkeypatch):
+    from mlx_tune import batching
+
+    model, tokenizer, _ = lora
+    monkeypatch.setattr(batching, "_said", set())
+
+    class Capped:  # a model whose logits are not lm_head(model.model(x)): soft-capped
+        def __init__(self):
+            self.model, self.args, self.layers = model.model, model.args, model.layers
+            self.training = False
+
+        def __call__(self, x, cache=None):
+            return 30 * mx.tanh(model(x, cache=cache) / 30)
+
+        def __contains__(self, key):
+            return False
+
+        def eval(self):
+            pass
+
+        def train(self, mode=True):
+            pass
+
+    capped = Capped()
+    assert "not lm_head(model.model(x))" in train.output_head(capped)[2]
+    exs = examples(tokenizer, True)[:3]
+    batch = train.make_batch(exs)[0]
+    want = full_logits_loss(capped, *batch)[0].item()
+    assert train.make_loss(capped)(capped, *batch)[0].item() == pytest.approx(want, rel=1e-5)
+    subs = prefix.make_prefix_batch(exs)[0]
+    assert prefix.make_prefix_loss(capped)(capped, *subs)[0].item() == pytest.approx(want, rel=1e-5)
+    assert capsys.readouterr().err.count("answer-only logits: off") == 1  # said once, not per loss
