@@ -32,7 +32,7 @@ from mlx_tune.bench_report import ACCURACY_KEYS, format_markdown, format_table, 
 from mlx_tune.fileio import iter_jsonl, sha256_file, write_json, write_jsonl, write_text
 
 DEFAULT_MAX_TOKENS = 256
-DEFAULT_BATCH_SIZE = 16
+DEFAULT_BATCH_SIZE = 32
 
 log = logging.getLogger("mlx_tune.bench")
 log.propagate = False  # bench.log gets the details; the console gets the table
@@ -497,4 +497,7 @@ def command(model_opts, queries, repeats, max_tokens, batch_size, limit, out_dir
 main = command
 
 if __name__ == "__main__":
+    from mlx_tune import cpu_blas
+
+    cpu_blas.reexec_with_openblas()
     command()

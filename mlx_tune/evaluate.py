@@ -132,11 +132,39 @@ class Generation:
         return self.generation_tokens / self.generation_time if self.generation_time else 0.0
 
 
-def _complete(tokenizer, toks: list[int], fmt: str) -> bool:
-    """The answer so far is complete: it closed a tool call, or (code mode) a code block."""
-    if "</tool_call>" in tokenizer.decode(toks[-12:]):
+def _complete(tokenizer, toks: list[int], fmt: str, closer: int | None = None, backtick=None) -> bool:
+    """The answer so far is complete: it closed a tool call (checked here only when ``</tool_call>``
+    is not one stop token), or in code mode a code block (decoded only after a token with a "`")."""
+    if closer is None and "</tool_call>" in tokenizer.decode(toks[-12:]):
         return True
-    return fmt == "code" and tokenizer.decode(toks).count("```") >= 2
+    if fmt != "code" or (backtick is not None and not backtick(toks[-1])):
+        return False
+    return tokenizer.decode(toks).count("```") >= 2
+
+
+def _backtick_checker(tokenizer):
+    """``f(token_id) -> bool``: the token's text contains a backtick (memoised per id)."""
+    seen: dict[int, bool] = {}
+
+    def has_backtick(t: int) -> bool:
+        if t not in seen:
+            seen[t] = "`" in tokenizer.decode([t])
+        return seen[t]
+
+    return has_backtick
+
+
+def _stop_tokens(tokenizer) -> tuple[set[int], int | None]:
+    """End-of-sequence ids (``<|im_end|>`` included) and the id of ``</tool_call>`` when the
+    tokenizer has it as one special token (Qwen's has), else ``None``."""
+    vocab = tokenizer.get_vocab()
+    eos = set(tokenizer.eos_token_ids)
+    if "<|im_end|>" in vocab:
+        eos.add(vocab["<|im_end|>"])
+    closer = vocab.get("</tool_call>")
+    if closer is not None and tokenizer.encode("</tool_call>", add_special_tokens=False) != [closer]:
+        closer = None
+    return eos, closer
 
 
 def generate_batched(
@@ -145,10 +173,15 @@ def generate_batched(
     queries: Sequence[dict],
     *,
     max_tokens: int = 256,
-    batch_size: int = 8,
+    batch_size: int = 32,
     progress: bool = False,
 ) -> Generation:
-    """Greedy answers for ``queries`` (records), batched, sharing the prompt prefix's KV cache."""
+    """Greedy answers for ``queries`` (records), batched, sharing the prompt prefix's KV cache.
+
+    Stop checks run on token ids inside the generator (end of sequence, and ``</tool_call>`` when it
+    is one token), so nothing is detokenized per step. Finished queries are replaced in groups (a
+    quarter of the batch at a time) because every join or leave copies the whole batch's KV cache.
+    """
     from mlx_lm.generate import BatchGenerator
     from tqdm import tqdm
 
@@ -156,13 +189,11 @@ def generate_batched(
     prompts = render_prompts(tokenizer, queries)
     fmts = [record_format(r) for r in queries]
     n = len(prompts)
-    eos = set(tokenizer.eos_token_ids)
-    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else None
-    if im_end is not None:
-        eos.add(im_end)
-    stop_tokens = [[t] for t in sorted(eos)]
+    eos, closer = _stop_tokens(tokenizer)
+    stop_tokens = [[t] for t in sorted(eos | ({closer} if closer is not None else set()))]
+    backtick = _backtick_checker(tokenizer)
 
-    # The shared prefix, computed once.
+    # The shared prefix, computed once; every query starts from (a copy of) its KV cache.
     k = common_prefix(prompts)
     tic = time.perf_counter()
     prefix_cache = prefill(model, prompts[0][:k])
@@ -182,14 +213,15 @@ def generate_batched(
     texts = [""] * n
     counts = [0] * n
     next_query = 0
+    refill_at = max(1, batch_size // 4)
 
     def insert(m: int) -> None:
         nonlocal next_query
         idx = list(range(next_query, min(n, next_query + m)))
         if not idx:
             return
-        caches = [copy.deepcopy(prefix_cache) if k else None for _ in idx]
-        uids = gen.insert([prompts[i][k:] for i in idx], caches=caches if k else None)
+        caches = [copy.deepcopy(prefix_cache) for _ in idx] if k else None
+        uids = gen.insert([prompts[i][k:] for i in idx], caches=caches)
         now = time.perf_counter()
         for uid, i in zip(uids, idx, strict=True):
             uid_to_index[uid], tokens[uid], started[uid] = i, [], now
@@ -209,21 +241,27 @@ def generate_batched(
             responses = gen.next_generated()
             if not responses:
                 break
-            done = []
+            done, removed = [], []
             for r in responses:
                 if r.uid not in tokens:
                     continue
-                if not (r.finish_reason == "stop" and r.token in eos):
-                    tokens[r.uid].append(r.token)
+                toks = tokens[r.uid]
+                if r.token not in eos:
+                    toks.append(r.token)
                 if r.finish_reason is not None:
                     done.append(r.uid)
-                elif _complete(tokenizer, tokens[r.uid], fmts[uid_to_index[r.uid]]):
-                    gen.remove([r.uid])
-                    done.append(r.uid)
-            for uid in done:
+                elif (closer is None or fmts[uid_to_index[r.uid]] == "code") and _complete(
+                    tokenizer, toks, fmts[uid_to_index[r.uid]], closer, backtick
+                ):
+                    removed.append(r.uid)
+            if removed:
+                gen.remove(removed)
+            for uid in done + removed:
                 finish(uid)
-            bar.update(len(done))
-            insert(len(done))
+            bar.update(len(done) + len(removed))
+            free = batch_size - len(uid_to_index)
+            if free >= refill_at:
+                insert(free)
     bar.close()
     gen.close()
     return Generation(

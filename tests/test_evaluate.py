@@ -35,6 +35,54 @@ def test_batched_matches_the_plain_loop(loaded):
     assert all(lat > 0 for lat in batched.latencies)
 
 
+def test_batched_stops_at_the_closing_tag_where_the_loop_is_cut(tiny_model):
+    """An untrained model never closes a tool call, so make its output layer call a token it often
+    emits ``</tool_call>`` (swap the two rows of the output weights). The batched path must stop
+    right there (a stop token, nothing detokenized) and still give the plain loop's answers, which
+    run on and are cut by ``finish_text``."""
+    from collections import Counter
+
+    import mlx.core as mx
+    import mlx.nn as nn
+    from mlx_lm.generate import generate_step
+
+    model, tokenizer = evaluate.load_model(str(tiny_model))
+    queries = make_records(8)
+    eos, closer = evaluate._stop_tokens(tokenizer)
+    assert closer == tokenizer.convert_tokens_to_ids("</tool_call>")
+    emitted = Counter()
+    for p in evaluate.render_prompts(tokenizer, queries):
+        emitted.update(list(t for t, _ in generate_step(mx.array(p), model, max_tokens=16))[1:])
+    x = next(t for t, _ in emitted.most_common() if t not in eos | {closer})
+    order = list(range(model.model.embed_tokens.weight.shape[0]))
+    order[x], order[closer] = closer, x
+    out = model.lm_head.weight if hasattr(model, "lm_head") else model.model.embed_tokens.weight
+    model.lm_head = nn.Linear(out.shape[1], out.shape[0], bias=False)
+    model.lm_head.weight = out[mx.array(order)]
+    model.args.tie_word_embeddings = False
+
+    batched = evaluate.generate_batched(model, tokenizer, queries, max_tokens=16, batch_size=3)
+    loop = evaluate.generate_loop(model, tokenizer, queries, max_tokens=16)
+    assert batched.texts == loop.texts
+    closed = [i for i, t in enumerate(batched.texts) if t.endswith("</tool_call>")]
+    assert closed  # the relabelled token was emitted, so some answers closed a call
+    assert all(batched.token_counts[i] < loop.token_counts[i] for i in closed)
+
+
+def test_code_mode_completion_is_checked_only_after_a_backtick(loaded):
+    _, tokenizer = loaded
+    has_backtick = evaluate._backtick_checker(tokenizer)
+    fence = tokenizer.encode("```", add_special_tokens=False)
+    assert has_backtick(fence[-1]) and not has_backtick(tokenizer.encode("a", add_special_tokens=False)[0])
+    body = tokenizer.encode('```python\ngrep("x")\n', add_special_tokens=False)
+    assert not evaluate._complete(tokenizer, body, "code", closer=None, backtick=has_backtick)
+    closed = body + fence
+    assert evaluate._complete(tokenizer, closed, "code", closer=None, backtick=has_backtick)
+    assert not evaluate._complete(tokenizer, closed, "tools", closer=None, backtick=has_backtick)
+    call = tokenizer.encode('<tool_call>{"name": "read"}</tool_call>', add_special_tokens=False)
+    assert evaluate._complete(tokenizer, call, "tools")  # no closer token: found in the text
+
+
 def test_perplexity_matches_a_full_forward_pass(loaded):
     import mlx.core as mx
     import mlx.nn as nn
