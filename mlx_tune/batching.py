@@ -221,9 +221,9 @@ class BatchStream:
         return iterate_batches
 
 
-def eval_batches(examples: list[Example], batch_size: int):
-    """``iterate_batches`` for validation: length-sorted, every example once (last batch may be short)."""
-    order = sorted(range(len(examples)), key=lambda i: (len(examples[i].tokens), i))
+def ordered_batches(examples, order: list[int], batch_size: int, build=make_batch):
+    """``iterate_batches`` yielding ``build``'s arrays for consecutive ``batch_size`` slices of
+    ``order``: every example once (the last batch may be short), split across ``comm_group``."""
 
     def iterate_batches(
         dataset=None, batch_size=batch_size, max_seq_length=None, loop=False, seed=None, comm_group=None
@@ -232,9 +232,15 @@ def eval_batches(examples: list[Example], batch_size: int):
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size][rank::size]
             if idx:
-                yield make_batch([examples[j] for j in idx])[0]
+                yield build([examples[j] for j in idx])[0]
 
     return iterate_batches
+
+
+def eval_batches(examples: list[Example], batch_size: int):
+    """``iterate_batches`` for validation: length-sorted, every example once (last batch may be short)."""
+    order = sorted(range(len(examples)), key=lambda i: (len(examples[i].tokens), i))
+    return ordered_batches(examples, order, batch_size)
 
 
 _said: set[str] = set()

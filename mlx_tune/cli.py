@@ -132,6 +132,14 @@ def repos_add_installed(dists: tuple[str, ...], dest: str) -> None:
 # ---------------- data: repo/domain examples (examples.py)
 
 
+def _count_option(kind: str, default: int, help: str):
+    """``--<kind>`` (parameter ``n_<kind>``): how many examples of one kind; used by the
+    repo-examples, domain-examples and html-examples commands."""
+    return click.option(
+        f"--{kind}", f"n_{kind}", default=default, show_default=True, type=click.IntRange(0), help=help
+    )
+
+
 def _example_options(grep: int, read: int, direct: int, output: str):
     """The options repo-examples and domain-examples share (only the defaults differ)."""
     options = [
@@ -143,30 +151,9 @@ def _example_options(grep: int, read: int, direct: int, output: str):
             type=click.Path(dir_okay=False),
             help="JSONL file to write (atomically).",
         ),
-        click.option(
-            "--grep",
-            "n_grep",
-            default=grep,
-            show_default=True,
-            type=click.IntRange(0),
-            help="Number of grep (locate) examples.",
-        ),
-        click.option(
-            "--read",
-            "n_read",
-            default=read,
-            show_default=True,
-            type=click.IntRange(0),
-            help="Number of read (show a file) examples.",
-        ),
-        click.option(
-            "--direct",
-            "n_direct",
-            default=direct,
-            show_default=True,
-            type=click.IntRange(0),
-            help="Number of direct (explain) examples.",
-        ),
+        _count_option("grep", grep, "Number of grep (locate) examples."),
+        _count_option("read", read, "Number of read (show a file) examples."),
+        _count_option("direct", direct, "Number of direct (explain) examples."),
         click.option("--seed", default=0, show_default=True, type=int, help="Random seed."),
         click.option(
             "--format",
@@ -248,11 +235,9 @@ def data_domain_examples(repo, output, n_grep, n_read, n_direct, seed, fmt, jobs
     type=click.Path(file_okay=False),
     help="Where to write the HTML pages the grep/read examples refer to.",
 )
-@click.option("--grep", "n_grep", default=9, show_default=True, type=click.IntRange(0), help="grep examples.")
-@click.option("--read", "n_read", default=5, show_default=True, type=click.IntRange(0), help="read examples.")
-@click.option(
-    "--direct", "n_direct", default=16, show_default=True, type=click.IntRange(0), help="direct answers."
-)
+@_count_option("grep", 9, "grep examples.")
+@_count_option("read", 5, "read examples.")
+@_count_option("direct", 16, "direct answers.")
 @click.option("--seed", default=0, show_default=True, help="Seed for choosing and phrasing examples.")
 @click.option(
     "--format",
@@ -397,6 +382,11 @@ def tiny_build(out, bits, seed, pretrain_steps, corpus, vocab_size, hidden_size,
 @click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), help="Schedule after warmup.")
 @click.option("--warmup", type=float, help="Warmup: ratio of updates if < 1, else number of updates.")
 @click.option("--fine-tune-type", type=click.Choice(["lora", "dora", "full"]), help="What to train.")
+@click.option(
+    "--train-embeddings/--no-train-embeddings",
+    default=None,
+    help="With full: also train embeddings, final norm and head (for a random base such as tiny).",
+)
 @click.option("--rank", type=int, help="LoRA rank.")
 @click.option("--alpha", type=float, help="LoRA alpha (scale = alpha / rank).")
 @click.option("--scale", type=float, help="mlx-lm LoRA scale (instead of --alpha).")

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from mlx_tune.batching import PAD_MULTIPLE, Example, _round_up, loss_head
+from mlx_tune.batching import PAD_MULTIPLE, Example, _round_up, loss_head, ordered_batches
 
 MIN_SHARED = 16
 """A sub-batch shares its prefix only if it is at least this many tokens (else it runs plain)."""
@@ -126,17 +126,7 @@ def prefix_eval_batches(examples: Sequence[Example], batch_size: int):
     """Like ``train.eval_batches``: every example once (the last batch may be short), ordered by
     prefix group, then length."""
     order = [i for g in prefix_groups(examples) for i in g]
-
-    def iterate_batches(
-        dataset=None, batch_size=batch_size, max_seq_length=None, loop=False, seed=None, comm_group=None
-    ):
-        rank, size = (comm_group.rank(), comm_group.size()) if comm_group is not None else (0, 1)
-        for i in range(0, len(order), batch_size):
-            idx = order[i : i + batch_size][rank::size]
-            if idx:
-                yield make_prefix_batch([examples[j] for j in idx])[0]
-
-    return iterate_batches
+    return ordered_batches(examples, order, batch_size, make_prefix_batch)
 
 
 # ---------------------------------------------------------------- batches

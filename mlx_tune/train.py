@@ -120,8 +120,13 @@ def setup_model(model, s: TrainSettings) -> dict:
             raise UserError(
                 "fine_tune_type: full cannot train a quantized model (use lora/dora or a float base)"
             )
-        for layer in model.layers[-num_layers:]:
-            layer.unfreeze()
+        if s.train_embeddings:
+            model.unfreeze()
+            for layer in model.layers[: n_layers - num_layers]:
+                layer.freeze()
+        else:
+            for layer in model.layers[-num_layers:]:
+                layer.unfreeze()
         return {"fine_tune_type": "full", "num_layers": num_layers, "lora_parameters": None}
     keys = target_keys(model, s.target_modules, num_layers)
     lora = {"rank": s.rank, "scale": s.lora_scale, "dropout": float(s.dropout)}

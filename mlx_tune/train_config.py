@@ -35,6 +35,9 @@ class TrainSettings:
     """Output directory for the adapter, metrics, summary, ``best/`` and ``checkpoints/``."""
     fine_tune_type: str = "lora"
     """``lora``, ``dora`` or ``full`` (full trains the last ``num_layers`` transformer layers)."""
+    train_embeddings: bool = False
+    """With ``full``: also train what sits outside the transformer layers (embeddings, final norm,
+    output head). A randomly initialised base (the tiny model) needs it; a pretrained one rarely does."""
     iters: int | None = None
     """Training iterations (micro-batches). Give this or ``epochs``."""
     epochs: float | None = None
@@ -293,6 +296,10 @@ def validate_settings(s: TrainSettings) -> list[str]:
             p.append(f"target_modules: expected a list of layer names or 'all', got {tm!r}")
     if s.fine_tune_type == "full" and tm not in (None, "all"):
         p.append("target_modules: not used by fine_tune_type full (it trains whole layers)")
+    if not isinstance(s.train_embeddings, bool):
+        p.append(f"train_embeddings: expected true or false, got {s.train_embeddings!r}")
+    elif s.train_embeddings and s.fine_tune_type != "full":
+        p.append("train_embeddings: only with fine_tune_type full (LoRA adapters cover linear layers)")
     if not isinstance(s.mask_prompt, bool):
         p.append(f"mask_prompt: expected true or false, got {s.mask_prompt!r}")
     if not isinstance(s.grad_checkpoint, bool):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from mlx_tune import records
+from mlx_tune import fileio, records
 
 
 def make_records(n: int = 12, fmt: str = "tools") -> list[dict]:
@@ -45,6 +47,36 @@ def make_records(n: int = 12, fmt: str = "tools") -> list[dict]:
 @pytest.fixture
 def sample_records():
     return make_records
+
+
+def write_data(d: Path, n_train: int = 16, n_valid: int = 4) -> Path:
+    """A data dir with ``train.jsonl`` and ``valid.jsonl`` of :func:`make_records` records."""
+    recs = make_records(n_train + n_valid)
+    fileio.write_jsonl(d / "train.jsonl", recs[:n_train])
+    fileio.write_jsonl(d / "valid.jsonl", recs[n_train:])
+    return d
+
+
+def train_settings(model, data, out, **kw):
+    """Short LoRA ``TrainSettings`` for the tiny model (``kw`` overrides any field)."""
+    from mlx_tune.train_config import TrainSettings
+
+    base = dict(
+        model=str(model),
+        data=str(data),
+        adapter_path=str(out),
+        iters=6,
+        batch_size=4,
+        learning_rate=5e-3,
+        num_layers=-1,
+        rank=4,
+        steps_per_eval=3,
+        steps_per_report=2,
+        save_every=2,
+        max_seq_length=1024,
+    )
+    base.update(kw)
+    return TrainSettings(**base)
 
 
 # Small enough to build in a few seconds: float32, no pretraining, a 512-token BPE vocabulary.

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from mlx_tune import UserError
 from mlx_tune.cli import main
 from mlx_tune.fuse import fuse
-from mlx_tune.train import TrainSettings, train
-from tests.test_train import write_data
+from mlx_tune.train import train
+from tests.conftest import train_settings, write_data
 
 
 @pytest.fixture(scope="module")
@@ -20,19 +20,15 @@ def qlora_adapter(tiny_model_4bit, tmp_path_factory):
     root = tmp_path_factory.mktemp("qlora")
     data = write_data(root / "data", 12, 4)
     out = root / "adapters"
-    s = TrainSettings(
-        model=str(tiny_model_4bit),
-        data=str(data),
-        adapter_path=str(out),
+    s = train_settings(
+        tiny_model_4bit,
+        data,
+        out,
         iters=4,
-        batch_size=4,
         learning_rate=1e-2,
-        num_layers=-1,
-        rank=4,
         alpha=8,
         target_modules=["q_proj", "v_proj"],
         steps_per_eval=4,
-        max_seq_length=1024,
     )
     summary = train(s, progress=False)
     return out, summary

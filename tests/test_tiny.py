@@ -209,8 +209,11 @@ def test_cli_build(tmp_path):
     assert bad.exit_code != 0 and "--bits" in bad.output
 
 
-def test_train_preset_names_mlx_lm_settings():
-    assert TINY_TRAIN_PRESET["fine_tune_type"] in ("lora", "dora", "full")
-    for key in ("learning_rate", "iters", "batch_size", "max_seq_length", "num_layers"):
-        assert key in TINY_TRAIN_PRESET
+def test_train_preset_resolves_and_validates():
+    from mlx_tune.train_config import resolve_settings
+
+    where = {"model": "m", "data": "d"}
+    s = resolve_settings(preset="tiny", overrides=where)  # raises on any invalid setting
+    assert (s.fine_tune_type, s.epochs, s.iters) == ("full", TINY_TRAIN_PRESET["epochs"], None)
+    assert resolve_settings(preset="tiny", overrides=where | {"iters": 20}).iters == 20
     assert "<tool_call>" in CHAT_TEMPLATE and "tool_call.name" in CHAT_TEMPLATE

@@ -10,34 +10,9 @@ from click.testing import CliRunner
 
 from mlx_tune import UserError, fileio
 from mlx_tune.cli import main
-from mlx_tune.train import TrainSettings, resolve_settings, tokenize_record, train
-from tests.conftest import make_records
-
-
-def write_data(d: Path, n_train: int = 16, n_valid: int = 4) -> Path:
-    recs = make_records(n_train + n_valid)
-    fileio.write_jsonl(d / "train.jsonl", recs[:n_train])
-    fileio.write_jsonl(d / "valid.jsonl", recs[n_train:])
-    return d
-
-
-def settings(model, data, out, **kw) -> TrainSettings:
-    base = dict(
-        model=str(model),
-        data=str(data),
-        adapter_path=str(out),
-        iters=6,
-        batch_size=4,
-        learning_rate=5e-3,
-        num_layers=-1,
-        rank=4,
-        steps_per_eval=3,
-        steps_per_report=2,
-        save_every=2,
-        max_seq_length=1024,
-    )
-    base.update(kw)
-    return TrainSettings(**base)
+from mlx_tune.train import resolve_settings, tokenize_record, train
+from tests.conftest import make_records, write_data
+from tests.conftest import train_settings as settings
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +147,23 @@ def test_full_fine_tune_loads_with_mlx_lm(tiny_model, data_dir, tmp_path):
     tuned, _ = mlx_lm.load(str(tiny_model), adapter_path=str(out))
     x = mx.array([[1, 2, 3, 4]])
     assert not mx.allclose(base(x), tuned(x)).item()
+
+
+def test_train_embeddings_trains_and_saves_the_embeddings(tiny_model, data_dir, tmp_path):
+    import mlx.core as mx
+    import mlx_lm
+
+    out = tmp_path / "full-emb"
+    kw = dict(fine_tune_type="full", num_layers=-1, iters=2, learning_rate=1e-3)
+    layers_only = train(settings(tiny_model, data_dir, tmp_path / "full", **kw), progress=False)
+    summary = train(settings(tiny_model, data_dir, out, train_embeddings=True, **kw), progress=False)
+    base, _ = mlx_lm.load(str(tiny_model))
+    embed = base.model.embed_tokens.weight
+    assert summary["trainable_params"] == layers_only["trainable_params"] + embed.size + base.model.norm.weight.size
+    tuned, _ = mlx_lm.load(str(tiny_model), adapter_path=str(out))
+    assert not mx.allclose(tuned.model.embed_tokens.weight, embed).item()
+    with pytest.raises(UserError, match="train_embeddings: only with fine_tune_type full"):
+        train(settings(tiny_model, data_dir, tmp_path / "x", train_embeddings=True), progress=False)
 
 
 def test_settings_errors_are_reported_together():
