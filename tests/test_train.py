@@ -159,7 +159,10 @@ def test_train_embeddings_trains_and_saves_the_embeddings(tiny_model, data_dir, 
     summary = train(settings(tiny_model, data_dir, out, train_embeddings=True, **kw), progress=False)
     base, _ = mlx_lm.load(str(tiny_model))
     embed = base.model.embed_tokens.weight
-    assert summary["trainable_params"] == layers_only["trainable_params"] + embed.size + base.model.norm.weight.size
+    assert (
+        summary["trainable_params"]
+        == layers_only["trainable_params"] + embed.size + base.model.norm.weight.size
+    )
     tuned, _ = mlx_lm.load(str(tiny_model), adapter_path=str(out))
     assert not mx.allclose(tuned.model.embed_tokens.weight, embed).item()
     with pytest.raises(UserError, match="train_embeddings: only with fine_tune_type full"):
