@@ -519,8 +519,15 @@ def bench(ctx: click.Context) -> None:
     show_default=True,
     help="Benchmark output folder.",
 )
+@click.option(
+    "--package",
+    "packages",
+    multiple=True,
+    help="With --repos installed: take this installed distribution (repeatable; default: eight, "
+    "from click to anyio).",
+)
 @click.option("--force", is_flag=True, help="Re-run every stage even if its outputs are up to date.")
-def demo(model, repos_mode, iters, limit, out, force):
+def demo(model, repos_mode, iters, limit, out, packages, force):
     """Run the whole pipeline offline: tiny model, data, phases 5-7, training, fusing, benchmark.
 
     Outputs land in their usual places under the current directory (data/, adapters/, models/,
@@ -529,8 +536,11 @@ def demo(model, repos_mode, iters, limit, out, force):
     """
     from mlx_tune.demo import DemoSettings, run_demo
 
+    extra = {"packages": tuple(packages)} if packages else {}
     run_demo(
-        DemoSettings(model=model, repos=repos_mode, iters=iters, bench_out=out, limit=limit, force=force)
+        DemoSettings(
+            model=model, repos=repos_mode, iters=iters, bench_out=out, limit=limit, force=force, **extra
+        )
     )
 
 

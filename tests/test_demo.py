@@ -1,0 +1,43 @@
+"""The whole demo end to end on the tiny model (tiny settings), then a re-run that skips everything."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from mlx_tune.demo import DemoSettings, run_demo
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_demo_runs_every_stage_then_skips_them(tmp_path, monkeypatch):
+    shutil.copytree(REPO / "data" / "phases", tmp_path / "data" / "phases")
+    monkeypatch.chdir(tmp_path)
+    logs: list[str] = []
+    settings = DemoSettings(iters=2, limit=3, packages=("click",), load_repeats=1, log=logs.append)
+
+    results = run_demo(settings)
+
+    names = [m["name"] for m in results["models"]]
+    assert names == ["base", "phase5", "phase5-fused-8bit", "phase6", "phase7", "phase7-fused-8bit"]
+    assert [m["name"] for m in results["models"] if m.get("error")] == []
+    assert all(m["accuracy"]["discrimination"] is not None for m in results["models"])
+    for path in (
+        "models/tiny/config.json",
+        "adapters/phase7/summary.json",
+        "models/phase7-fused-8bit/config.json",
+    ):
+        assert Path(path).is_file(), path
+    run = json.loads(Path("benchmarks/demo/demo_run.json").read_text())
+    stages = list(run["stage_seconds"])
+    assert "benchmark" in stages and all(run["stage_seconds"][name] is not None for name in stages)
+    assert "BLAS" in run["blas"] and run["settings"]["packages"] == ["click"]
+
+    logs.clear()
+    run_demo(settings)
+    skipped = [line for line in logs if line.endswith("up to date, skipped")]
+    assert len(skipped) == len(stages), logs
+    assert (
+        json.loads(Path("benchmarks/demo/demo_run.json").read_text()) == run
+    )  # the first run's timings stay
