@@ -12,6 +12,9 @@ import sys
 from mlx_tune.cli import main
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help"):
+        print(__doc__)
+        main(["train", "--help"])
     if len(sys.argv) < 2 or not sys.argv[1].isdigit():
         sys.exit("usage: train_phase.py N [mlx-tune train options]")
     main(["train", "--phase", sys.argv[1], *sys.argv[2:]])
