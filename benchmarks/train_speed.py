@@ -65,7 +65,7 @@ def same_blas() -> dict:
     lib = cpu_blas.find_openblas()
     if lib is None:
         return {}
-    return {"LD_PRELOAD": " ".join(filter(None, [str(lib), os.environ.get("LD_PRELOAD", "")]))}
+    return cpu_blas.preload_env(lib)
 
 
 def run(cmd: list[str], log: Path) -> tuple[list[tuple[float, str]], float]:

@@ -56,26 +56,6 @@ def load_records(path: Path) -> list[dict]:
     return out
 
 
-def _chat_messages(record: dict) -> list[dict]:
-    """Messages ready for apply_chat_template: JSON-string tool-call arguments become dicts
-    (Qwen2.5's template applies ``tojson`` to them; a string would be encoded twice)."""
-    out = []
-    for m in record["messages"]:
-        m = {k: v for k, v in m.items()}
-        if m.get("tool_calls"):
-            calls = []
-            for c in m["tool_calls"]:
-                c = dict(c)
-                fn = dict(c.get("function", {}))
-                if isinstance(fn.get("arguments"), str):
-                    fn["arguments"] = json.loads(fn["arguments"])
-                c["function"] = fn
-                calls.append(c)
-            m["tool_calls"] = calls
-        out.append(m)
-    return out
-
-
 def _template(tokenizer, messages, tools, add_generation_prompt=False) -> list[int]:
     ids = tokenizer.apply_chat_template(
         messages, tools=tools, add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=False
@@ -94,7 +74,7 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 def tokenize_record(tokenizer, record: dict, mask_prompt: bool = True) -> Example:
     """Tokens of one conversation and the trained spans: every assistant turn (its text and the
     end-of-turn token), found by rendering each prefix of the conversation."""
-    messages = _chat_messages(record)
+    messages = records.templated_messages(record)
     tools = record.get("tools")
     tokens = _template(tokenizer, messages, tools)
     if not mask_prompt:

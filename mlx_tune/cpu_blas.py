@@ -49,6 +49,23 @@ def active() -> str | None:
     return None
 
 
+def preload_env(lib: Path) -> dict[str, str]:
+    """``LD_PRELOAD`` with ``lib`` in front of what is already preloaded."""
+    return {"LD_PRELOAD": " ".join(filter(None, [str(lib), os.environ.get("LD_PRELOAD", "")]))}
+
+
+def describe() -> str:
+    """Which BLAS mlx's CPU backend uses in this process (it matters ~5x for CPU training)."""
+    if not sys.platform.startswith("linux"):
+        return "BLAS: platform default (Metal/Accelerate on macOS)"
+    if active():
+        return f"BLAS: OpenBLAS ({active()})"
+    return (
+        "BLAS: mlx's bundled reference BLAS (slow float32 matmul); installing OpenBLAS "
+        "(apt install libopenblas0-pthread) makes CPU training ~5x faster, picked up automatically"
+    )
+
+
 def reexec_with_openblas() -> None:
     """Re-execute this process with OpenBLAS preloaded, once; return quietly when not applicable.
 
@@ -60,9 +77,7 @@ def reexec_with_openblas() -> None:
     if lib is None:
         return
     argv = list(getattr(sys, "orig_argv", []) or [sys.executable, *sys.argv])
-    env = dict(os.environ)
-    env["LD_PRELOAD"] = " ".join(filter(None, [str(lib), env.get("LD_PRELOAD", "")]))
-    env[_MARK] = "1"
+    env = {**os.environ, **preload_env(lib), _MARK: "1"}
     sys.stdout.flush()
     sys.stderr.flush()
     try:

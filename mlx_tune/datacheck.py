@@ -7,7 +7,6 @@ category, origin and source, token-length percentiles, and a readiness tier of t
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from collections import Counter
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mlx_tune import UserError, records
+from mlx_tune.records import templated_messages
 
 MAX_LISTED_PROBLEMS = 200
 SYNTHETIC_WARN_SHARE = 0.20
@@ -99,21 +99,6 @@ def load_tokenizer(model: str | Path):
     if not getattr(tokenizer, "chat_template", None):
         raise UserError(f"--model: the tokenizer in {model!s} has no chat template")
     return tokenizer
-
-
-def templated_messages(record: dict) -> list[dict]:
-    """The record's messages with JSON-string tool-call arguments turned into objects, as chat
-    templates such as Qwen2.5's (which apply ``tojson`` to them) expect."""
-    messages = copy.deepcopy(record["messages"])
-    for m in messages:
-        for call in m.get("tool_calls") or []:
-            fn = call.get("function", {})
-            if isinstance(fn.get("arguments"), str):
-                try:
-                    fn["arguments"] = json.loads(fn["arguments"])
-                except json.JSONDecodeError:
-                    pass
-    return messages
 
 
 def token_length(tokenizer, record: dict) -> int:

@@ -19,7 +19,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import click
 
-from mlx_tune import UserError, __version__
+from mlx_tune import UserError, __version__, cpu_blas
 from mlx_tune.fileio import sha256_file, write_json
 
 TINY_MODEL_DIR = Path("models/tiny")
@@ -101,7 +100,7 @@ def run_demo(s: DemoSettings) -> dict:
     stamps = _Stamps(STAMPS, s.force)
     start = time.perf_counter()
     timings: dict[str, float | None] = {}
-    s.log(f"[demo] {blas_note()}")
+    s.log(f"[demo] {cpu_blas.describe()}")
 
     def stage(name: str, settings: dict, inputs: list[Path], outputs: list[Path], run: Callable[[], None]):
         fp = stamps.fingerprint(settings, inputs)
@@ -176,7 +175,7 @@ def run_demo(s: DemoSettings) -> dict:
         {
             "date": time.strftime("%Y-%m-%d %H:%M %Z"),
             "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores",
-            "blas": blas_note(),
+            "blas": cpu_blas.describe(),
             "settings": {
                 "model": model,
                 "repos": s.repos,
@@ -190,20 +189,6 @@ def run_demo(s: DemoSettings) -> dict:
     )
     s.log(f"[demo] finished in {total / 60:.1f} min; results in {s.bench_out}/")
     return results
-
-
-def blas_note() -> str:
-    """Which BLAS mlx's CPU backend uses in this process (it matters 5x for training here)."""
-    if not sys.platform.startswith("linux"):
-        return "BLAS: platform default (Metal/Accelerate on macOS)"
-    from mlx_tune import cpu_blas
-
-    if cpu_blas.active():
-        return f"BLAS: OpenBLAS ({cpu_blas.active()})"
-    return (
-        "BLAS: mlx's bundled reference BLAS (slow float32 matmul); installing OpenBLAS "
-        "(apt install libopenblas0-pthread) makes CPU training ~5x faster, picked up automatically"
-    )
 
 
 def _data_stages(s: DemoSettings, stage) -> None:

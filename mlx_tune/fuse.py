@@ -81,9 +81,10 @@ def validation_prompts(cfg: dict, n: int) -> list[dict]:
 
 
 def _prompt_ids(tokenizer, record: dict) -> list[int]:
-    from mlx_tune.train import _chat_messages, _template
+    from mlx_tune.records import templated_messages
+    from mlx_tune.train import _template
 
-    messages = _chat_messages(record)[:-1]
+    messages = templated_messages(record)[:-1]
     return _template(tokenizer, messages, record.get("tools"), add_generation_prompt=True)
 
 

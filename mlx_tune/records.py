@@ -15,6 +15,7 @@ This module is the single place that builds, renders, parses and checks records.
 from __future__ import annotations
 
 import ast
+import copy
 import json
 import re
 from typing import Any
@@ -347,3 +348,18 @@ def _validate_meta(meta: Any, record: dict | None) -> list[str]:
     if record is not None and category in CATEGORIES and record_category(record) != category:
         problems.append(f"meta.category: says {category!r} but the answer is {record_category(record)!r}")
     return problems
+
+
+def templated_messages(record: dict) -> list[dict]:
+    """The record's messages with JSON-string tool-call arguments turned into objects, as chat
+    templates such as Qwen2.5's (which apply ``tojson`` to them) expect."""
+    messages = copy.deepcopy(record["messages"])
+    for m in messages:
+        for call in m.get("tool_calls") or []:
+            fn = call.get("function", {})
+            if isinstance(fn.get("arguments"), str):
+                try:
+                    fn["arguments"] = json.loads(fn["arguments"])
+                except json.JSONDecodeError:
+                    pass
+    return messages

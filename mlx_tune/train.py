@@ -32,7 +32,6 @@ from mlx_tune.batching import (  # noqa: F401
     BatchStream,
     Example,
     TokenizedData,
-    _chat_messages,
     _round_up,
     _template,
     batch_groups,
