@@ -53,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=bench.DEFAULT_BATCH_SIZE)
     ap.add_argument("--repeats", type=int, default=1, help="runs per side, best time counts (default 1)")
+    ap.add_argument(
+        "--keep-broken-calls",
+        action="store_true",
+        help="ours decodes broken tool calls to the end too (default: stops them, as the bench does)",
+    )
     args = ap.parse_args(argv)
     if args.repeats < 1 or args.batch_size < 1 or args.max_tokens < 1:
         ap.error("--repeats, --batch-size and --max-tokens must be at least 1")
@@ -82,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                     queries,
                     max_tokens=args.max_tokens,
                     batch_size=args.batch_size,
+                    stop_broken_calls=not args.keep_broken_calls,
                     progress=True,
                 )
                 times_ours.append(time.perf_counter() - tic)
@@ -97,16 +103,21 @@ def main(argv: list[str] | None = None) -> int:
 
     ours_cat, loop_cat = categories(queries, ours.texts), categories(queries, loop.texts)
     same = sum(a == b for a, b in zip(ours_cat, loop_cat, strict=True))
+    stopped = [i for i, s in enumerate(ours.stopped_broken) if s]
     print(
         f"ours (batched, shared prefix of {ours.prefix_tokens} tokens, early stop): {t_ours:.2f}s "
-        f"{_runs(times_ours)}, {sum(ours.token_counts)} answer tokens"
+        f"{_runs(times_ours)}, {sum(ours.token_counts)} answer tokens; {len(stopped)} answers stopped "
+        "at a broken tool call" + (" (off)" if args.keep_broken_calls else "")
     )
     print(
         f"plain loop (mlx_lm.generate per query): {t_loop:.2f}s {_runs(times_loop)}, "
         f"{sum(loop.token_counts)} answer tokens"
     )
+    same_text = sum(a == b for a, b in zip(ours.texts, loop.texts, strict=True))
+    cut_short = sum(loop.texts[i].startswith(ours.texts[i]) for i in stopped)
     print(
-        f"identical answer texts: {sum(a == b for a, b in zip(ours.texts, loop.texts, strict=True))}/{len(queries)}"
+        f"identical answer texts: {same_text}/{len(queries)}; of the {len(stopped)} stopped early, "
+        f"{cut_short} are the start of the loop's answer"
     )
     print(f"identical category predictions: {same}/{len(queries)}")
     for i, (a, b) in enumerate(zip(ours_cat, loop_cat, strict=True)):

@@ -263,6 +263,7 @@ def benchmark_model(
             "prompt_tokens": gen.prompt_tokens,
             "shared_prefix_tokens": gen.prefix_tokens,
             "generation_tokens": gen.generation_tokens,
+            "stopped_broken_calls": sum(gen.stopped_broken),
             "perplexity": ppl,
             "accuracy": scored["accuracy"],
             "confusion": scored["confusion"],
@@ -271,8 +272,10 @@ def benchmark_model(
         }
     )
     preds = [
-        {"index": i, "text": text, **row}
-        for i, (text, row) in enumerate(zip(gen.texts, scored["per_query"], strict=True))
+        {"index": i, "text": text, **row, **({"stopped_early": True} if stopped else {})}
+        for i, (text, row, stopped) in enumerate(
+            zip(gen.texts, scored["per_query"], gen.stopped_broken, strict=True)
+        )
     ]
     write_jsonl(out_dir / "predictions" / f"{_safe_name(name)}.jsonl", preds)
     return entry

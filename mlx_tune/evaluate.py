@@ -21,9 +21,11 @@ from pathlib import Path
 import mlx.core as mx
 
 from mlx_tune import UserError
-from mlx_tune.metrics import finish_text, record_format
+from mlx_tune.json_prefix import JsonPrefix
+from mlx_tune.metrics import expected_category, finish_text, record_format
 
 PREFILL_STEP = 512
+TOOL_CALL_OPEN = "<tool_call>"
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -121,7 +123,7 @@ class Generation:
     generation_time: float = 0.0
     wall_time: float = 0.0
     prefix_tokens: int = 0
-    extra: dict = field(default_factory=dict)
+    stopped_broken: list[bool] = field(default_factory=list)  # stopped at a broken tool call
 
     @property
     def prompt_tps(self) -> float:
@@ -142,16 +144,50 @@ def _complete(tokenizer, toks: list[int], fmt: str, closer: int | None = None, b
     return tokenizer.decode(toks).count("```") >= 2
 
 
-def _backtick_checker(tokenizer):
-    """``f(token_id) -> bool``: the token's text contains a backtick (memoised per id)."""
-    seen: dict[int, bool] = {}
+def _token_texts(tokenizer):
+    """``f(token_id) -> str``: the token decoded on its own (memoised per id)."""
+    seen: dict[int, str] = {}
 
-    def has_backtick(t: int) -> bool:
+    def text(t: int) -> str:
         if t not in seen:
-            seen[t] = "`" in tokenizer.decode([t])
+            seen[t] = tokenizer.decode([t])
         return seen[t]
 
-    return has_backtick
+    return text
+
+
+def _backtick_checker(tokenizer, token_text=None):
+    """``f(token_id) -> bool``: the token's text contains a backtick."""
+    token_text = token_text or _token_texts(tokenizer)
+    return lambda t: "`" in token_text(t)
+
+
+def broken_tool_call(text: str) -> bool:
+    """``text`` opens a tool call whose JSON no continuation can repair (scored ``invalid``)."""
+    text = finish_text(text)
+    at = text.find(TOOL_CALL_OPEN)
+    return at >= 0 and JsonPrefix().feed(text[at + len(TOOL_CALL_OPEN) :])
+
+
+class _BrokenCallWatch:
+    """Follows one answer token by token; :meth:`feed` turns true once the answer holds a tool
+    call whose JSON is broken (a cheap first check on per-token texts, to be confirmed on the
+    decoded answer with :func:`broken_tool_call`)."""
+
+    def __init__(self) -> None:
+        self.tail = ""
+        self.json: JsonPrefix | None = None
+
+    def feed(self, piece: str) -> bool:
+        if self.json is None:
+            self.tail += piece
+            at = self.tail.find(TOOL_CALL_OPEN)
+            if at < 0:
+                self.tail = self.tail[-len(TOOL_CALL_OPEN) :]
+                return False
+            self.json = JsonPrefix()
+            piece = self.tail[at + len(TOOL_CALL_OPEN) :]
+        return self.json.feed(piece)
 
 
 def _stop_tokens(tokenizer) -> tuple[set[int], int | None]:
@@ -174,6 +210,7 @@ def generate_batched(
     *,
     max_tokens: int = 256,
     batch_size: int = 32,
+    stop_broken_calls: bool = True,
     progress: bool = False,
 ) -> Generation:
     """Greedy answers for ``queries`` (records), batched, sharing the prompt prefix's KV cache.
@@ -191,7 +228,15 @@ def generate_batched(
     n = len(prompts)
     eos, closer = _stop_tokens(tokenizer)
     stop_tokens = [[t] for t in sorted(eos | ({closer} if closer is not None else set()))]
-    backtick = _backtick_checker(tokenizer)
+    token_text = _token_texts(tokenizer)
+    backtick = _backtick_checker(tokenizer, token_text)
+    watched = {
+        i
+        for i, r in enumerate(queries)
+        if stop_broken_calls and fmts[i] == "tools" and expected_category(r) != "direct"
+    }
+    watches: dict[int, _BrokenCallWatch] = {}
+    stopped_broken = [False] * n
 
     # The shared prefix, computed once; every query starts from (a copy of) its KV cache.
     k = common_prefix(prompts)
@@ -225,11 +270,14 @@ def generate_batched(
         now = time.perf_counter()
         for uid, i in zip(uids, idx, strict=True):
             uid_to_index[uid], tokens[uid], started[uid] = i, [], now
+            if i in watched:
+                watches[uid] = _BrokenCallWatch()
         next_query += len(idx)
 
     def finish(uid: int) -> None:
         i = uid_to_index.pop(uid)
         toks = tokens.pop(uid)
+        watches.pop(uid, None)
         latencies[i] = time.perf_counter() - started.pop(uid)
         counts[i] = len(toks)
         texts[i] = finish_text(tokenizer.decode(toks))
@@ -254,6 +302,12 @@ def generate_batched(
                     tokenizer, toks, fmts[uid_to_index[r.uid]], closer, backtick
                 ):
                     removed.append(r.uid)
+                elif r.uid in watches and watches[r.uid].feed(token_text(r.token)):
+                    # confirmed on the decoded text, which is what gets scored
+                    if broken_tool_call(tokenizer.decode(toks)):
+                        removed.append(r.uid)
+                        stopped_broken[uid_to_index[r.uid]] = True
+                    del watches[r.uid]
             if removed:
                 gen.remove(removed)
             for uid in done + removed:
@@ -274,6 +328,7 @@ def generate_batched(
         generation_time=stats.generation_time,
         wall_time=time.perf_counter() - t_start,
         prefix_tokens=k,
+        stopped_broken=stopped_broken,
     )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import mlx.core as mx
+import mlx.nn as nn
 import pytest
 from conftest import make_records
 
@@ -35,32 +37,35 @@ def test_batched_matches_the_plain_loop(loaded):
     assert all(lat > 0 for lat in batched.latencies)
 
 
-def test_batched_stops_at_the_closing_tag_where_the_loop_is_cut(tiny_model):
-    """An untrained model never closes a tool call, so make its output layer call a token it often
-    emits ``</tool_call>`` (swap the two rows of the output weights). The batched path must stop
-    right there (a stop token, nothing detokenized) and still give the plain loop's answers, which
-    run on and are cut by ``finish_text``."""
+def emitting(tiny_model, queries, token: str):
+    """The tiny model with its output layer changed so that it emits ``token`` where it would
+    emit its most frequent other token on ``queries`` (two rows of the output weights swap)."""
     from collections import Counter
 
-    import mlx.core as mx
-    import mlx.nn as nn
     from mlx_lm.generate import generate_step
 
     model, tokenizer = evaluate.load_model(str(tiny_model))
-    queries = make_records(8)
     eos, closer = evaluate._stop_tokens(tokenizer)
-    assert closer == tokenizer.convert_tokens_to_ids("</tool_call>")
+    target = tokenizer.convert_tokens_to_ids(token)
     emitted = Counter()
     for p in evaluate.render_prompts(tokenizer, queries):
         emitted.update(list(t for t, _ in generate_step(mx.array(p), model, max_tokens=16))[1:])
-    x = next(t for t, _ in emitted.most_common() if t not in eos | {closer})
+    x = next(t for t, _ in emitted.most_common() if t not in eos | {closer, target})
     order = list(range(model.model.embed_tokens.weight.shape[0]))
-    order[x], order[closer] = closer, x
+    order[x], order[target] = target, x
     out = model.lm_head.weight if hasattr(model, "lm_head") else model.model.embed_tokens.weight
     model.lm_head = nn.Linear(out.shape[1], out.shape[0], bias=False)
     model.lm_head.weight = out[mx.array(order)]
     model.args.tie_word_embeddings = False
+    return model, tokenizer
 
+
+def test_batched_stops_at_the_closing_tag_where_the_loop_is_cut(tiny_model):
+    """An untrained model never closes a tool call, so make it emit ``</tool_call>`` often. The
+    batched path must stop right there (a stop token, nothing detokenized) and still give the
+    plain loop's answers, which run on and are cut by ``finish_text``."""
+    queries = make_records(8)
+    model, tokenizer = emitting(tiny_model, queries, "</tool_call>")
     batched = evaluate.generate_batched(model, tokenizer, queries, max_tokens=16, batch_size=3)
     loop = evaluate.generate_loop(model, tokenizer, queries, max_tokens=16)
     assert batched.texts == loop.texts
@@ -130,3 +135,55 @@ def test_eval_speed_script(tiny_model, tmp_path, capsys):
     last = capsys.readouterr().out.strip().splitlines()[-1]
     m = re.fullmatch(r"ratio: (\d+\.\d\d) agreement: (\d\.\d\d\d)", last)
     assert m and float(m.group(1)) > 0 and m.group(2) == "1.000"
+
+
+class Scripted(nn.Module):
+    """A model that runs ``model`` (so its KV cache is real) but then emits ``script[t]`` after
+    any input token ``t`` in ``script``."""
+
+    def __init__(self, model, script: dict[int, int]):
+        super().__init__()
+        self.inner = model
+        vocab = model.model.embed_tokens.weight.shape[0]
+        self.next_of = mx.array([script.get(t, -1) for t in range(vocab)])
+
+    @property
+    def layers(self):
+        return self.inner.layers
+
+    def __call__(self, inputs, cache=None, **kwargs):
+        logits = self.inner(inputs, cache=cache, **kwargs)
+        forced = self.next_of[inputs][..., None]
+        return logits + 1e4 * (mx.arange(logits.shape[-1]) == forced)
+
+
+def test_broken_tool_calls_stop_early_and_score_the_same(loaded, tmp_path):
+    """A model that answers ``<tool_call>{::::...`` (a key is missing: broken at the first ``:``).
+    Answers that should be tool calls stop there and are the start of the loop's answers; every
+    per-query score is the same; answers to direct queries run on."""
+    from mlx_tune import metrics
+
+    model, tokenizer = loaded
+    queries = make_records(9)
+    (brace,), (colon,) = (tokenizer.encode(c, add_special_tokens=False) for c in "{:")
+    opener = tokenizer.convert_tokens_to_ids("<tool_call>")
+    prompt_end = evaluate.render_prompts(tokenizer, queries)[0][-1]
+    model = Scripted(model, {prompt_end: opener, opener: brace, brace: colon, colon: colon})
+
+    batched = evaluate.generate_batched(model, tokenizer, queries, max_tokens=24, batch_size=4)
+    loop = evaluate.generate_loop(model, tokenizer, queries, max_tokens=24)
+    stopped = [i for i, s in enumerate(batched.stopped_broken) if s]
+    assert stopped == [i for i, q in enumerate(queries) if metrics.expected_category(q) != "direct"]
+    for i, (ours, theirs) in enumerate(zip(batched.texts, loop.texts, strict=True)):
+        assert theirs.startswith("<tool_call>{::")
+        if i in stopped:
+            assert ours == "<tool_call>{:" and evaluate.broken_tool_call(ours)
+        else:
+            assert ours == theirs
+    ours = metrics.score(queries, batched.texts, base=tmp_path)
+    theirs = metrics.score(queries, loop.texts, base=tmp_path)
+    assert ours["per_query"] == theirs["per_query"]
+    kept = evaluate.generate_batched(
+        model, tokenizer, queries, max_tokens=24, batch_size=4, stop_broken_calls=False
+    )
+    assert kept.texts == loop.texts and not any(kept.stopped_broken)
