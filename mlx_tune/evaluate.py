@@ -5,7 +5,9 @@ Every query of a held-out set starts with the same tokens (system prompt and too
 :func:`generate_batched` runs that prefix through the model once, gives each query a copy of the
 resulting KV cache, and decodes the queries together in mlx-lm's ``BatchGenerator`` (continuous
 batching, greedy). A query stops as soon as its answer is complete: an end-of-sequence token
-(``<|im_end|>``), a closing ``</tool_call>``, or in code mode a closed code block.
+(``<|im_end|>``), a closing ``</tool_call>``, or in code mode a closed code block; and, where a
+tool call is expected, as soon as its answer holds a tool call whose JSON is broken
+(:mod:`mlx_tune.json_prefix`), since the rest of it cannot change any score.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import mlx.core as mx
 
 from mlx_tune import UserError
 from mlx_tune.json_prefix import JsonPrefix
-from mlx_tune.metrics import expected_category, finish_text, record_format
+from mlx_tune.metrics import finish_text, record_format
 
 PREFILL_STEP = 512
 TOOL_CALL_OPEN = "<tool_call>"
@@ -218,6 +220,10 @@ def generate_batched(
     Stop checks run on token ids inside the generator (end of sequence, and ``</tool_call>`` when it
     is one token), so nothing is detokenized per step. Finished queries are replaced in groups (a
     quarter of the batch at a time) because every join or leave copies the whole batch's KV cache.
+
+    With ``stop_broken_calls``, a query in the tools format also stops once its answer holds a tool
+    call whose JSON is broken: it is scored ``invalid`` (and ROUGE-L 0) whatever follows, so the
+    rest cannot change a score. Its text is then the start of the answer a full decode would give.
     """
     from mlx_lm.generate import BatchGenerator
     from tqdm import tqdm
@@ -230,11 +236,7 @@ def generate_batched(
     stop_tokens = [[t] for t in sorted(eos | ({closer} if closer is not None else set()))]
     token_text = _token_texts(tokenizer)
     backtick = _backtick_checker(tokenizer, token_text)
-    watched = {
-        i
-        for i, r in enumerate(queries)
-        if stop_broken_calls and fmts[i] == "tools" and expected_category(r) != "direct"
-    }
+    watched = {i for i in range(n) if stop_broken_calls and fmts[i] == "tools"}
     watches: dict[int, _BrokenCallWatch] = {}
     stopped_broken = [False] * n
 

@@ -15,7 +15,9 @@ Metrics (all fractions; ``None`` where no query qualifies):
 - ``executable``: of the queries whose reference is a tool call (and whose repository is on disk),
   the share whose answer is a valid call that finds the expected thing when run: a grep whose
   matches include the expected file ``meta.path``, a read of that file.
-- ``rouge_l``: mean ROUGE-L F1 of the answer text against the reference, over direct queries.
+- ``rouge_l``: mean ROUGE-L F1 of the answer text against the reference, over direct queries;
+  an answer that attempts a tool call instead scores 0 (it is not a direct answer, and its overlap
+  with the reference's words means nothing).
 """
 
 from __future__ import annotations
@@ -322,7 +324,7 @@ def score(
                     exe.append(ok)
             else:
                 reference = records.answer_of(record).get("content") or ""
-                row["rouge_l"] = rouge_l(finish_text(text), reference)
+                row["rouge_l"] = 0.0 if pred.attempted_call else rouge_l(finish_text(text), reference)
                 rouge.append(row["rouge_l"])
             if pred.problems:
                 row["problems"] = pred.problems

@@ -159,12 +159,12 @@ class Scripted(nn.Module):
 
 def test_broken_tool_calls_stop_early_and_score_the_same(loaded, tmp_path):
     """A model that answers ``<tool_call>{::::...`` (a key is missing: broken at the first ``:``).
-    Answers that should be tool calls stop there and are the start of the loop's answers; every
-    per-query score is the same; answers to direct queries run on."""
+    Answers in the tools format stop there and are the start of the loop's answers; every per-query
+    score is the same; code-mode answers run on."""
     from mlx_tune import metrics
 
     model, tokenizer = loaded
-    queries = make_records(9)
+    queries = make_records(9) + make_records(3, fmt="code")
     (brace,), (colon,) = (tokenizer.encode(c, add_special_tokens=False) for c in "{:")
     opener = tokenizer.convert_tokens_to_ids("<tool_call>")
     prompt_end = evaluate.render_prompts(tokenizer, queries)[0][-1]
@@ -173,7 +173,7 @@ def test_broken_tool_calls_stop_early_and_score_the_same(loaded, tmp_path):
     batched = evaluate.generate_batched(model, tokenizer, queries, max_tokens=24, batch_size=4)
     loop = evaluate.generate_loop(model, tokenizer, queries, max_tokens=24)
     stopped = [i for i, s in enumerate(batched.stopped_broken) if s]
-    assert stopped == [i for i, q in enumerate(queries) if metrics.expected_category(q) != "direct"]
+    assert stopped == list(range(9))  # every tools-format answer, direct queries' too
     for i, (ours, theirs) in enumerate(zip(batched.texts, loop.texts, strict=True)):
         assert theirs.startswith("<tool_call>{::")
         if i in stopped:

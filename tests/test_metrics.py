@@ -138,6 +138,7 @@ def test_score_aggregates(queries):
     assert acc["call_validity"] == pytest.approx(3 / 5)
     assert acc["executable"] == pytest.approx(2 / 4)
     assert acc["rouge_l"] == pytest.approx(0.5)
+    assert result["per_query"][5]["rouge_l"] == 0.0  # a call is not a direct answer
     assert result["confusion"]["grep"] == {"grep": 1, "read": 0, "direct": 0, "invalid": 1}
     assert result["confusion"]["read"] == {"grep": 1, "read": 1, "direct": 0, "invalid": 0}
     assert result["confusion"]["direct"] == {"grep": 0, "read": 1, "direct": 1, "invalid": 0}
