@@ -29,7 +29,8 @@ def test_batched_matches_the_plain_loop(loaded):
     queries = make_records(9) + make_records(3, fmt="code")
     batched = evaluate.generate_batched(model, tokenizer, queries, max_tokens=24, batch_size=4)
     loop = evaluate.generate_loop(model, tokenizer, queries, max_tokens=24)
-    assert batched.texts == loop.texts
+    for ours, theirs, stopped in zip(batched.texts, loop.texts, batched.stopped_broken, strict=True):
+        assert theirs.startswith(ours) if stopped else ours == theirs  # see the broken-call test
     assert batched.prefix_tokens > 20  # the system prompt is shared and computed once
     assert all(0 < c <= 24 for c in batched.token_counts)
     assert batched.generation_tokens >= sum(batched.token_counts)
