@@ -7,6 +7,10 @@ parameters, accuracy on one held-out query set (see :mod:`mlx_tune.metrics`) and
 perplexity. It writes ``results.json``, ``results.md``, ``bench.log``, ``predictions/<name>.jsonl``
 and, with matplotlib installed (extra ``plot``), ``chart.png``. A model that fails is listed with
 its ``error``; the others are still measured.
+
+Answers are decoded greedily in batches (:func:`mlx_tune.evaluate.generate_batched`) and stop when
+complete, or as soon as their tool call's JSON is broken (counted in ``stopped_broken_calls``,
+marked ``stopped_early`` in the predictions): the rest of such an answer cannot change a score.
 """
 
 from __future__ import annotations
