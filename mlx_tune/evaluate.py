@@ -5,9 +5,9 @@ Every query of a held-out set starts with the same tokens (system prompt and too
 :func:`generate_batched` runs that prefix through the model once, gives each query a copy of the
 resulting KV cache, and decodes the queries together in mlx-lm's ``BatchGenerator`` (continuous
 batching, greedy). A query stops as soon as its answer is complete: an end-of-sequence token
-(``<|im_end|>``), a closing ``</tool_call>``, or in code mode a closed code block; and, where a
-tool call is expected, as soon as its answer holds a tool call whose JSON is broken
-(:mod:`mlx_tune.json_prefix`), since the rest of it cannot change any score.
+(``<|im_end|>``), a closing ``</tool_call>``, or in code mode a closed code block; or as soon as
+it holds a tool call whose JSON is broken (:mod:`mlx_tune.json_prefix`), which is scored
+``invalid`` whatever follows, so the rest cannot change any score.
 """
 
 from __future__ import annotations
