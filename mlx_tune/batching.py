@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +64,8 @@ def _template(tokenizer, messages, tools, add_generation_prompt=False) -> list[i
     return list(ids)
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
+def common_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` have in common."""
     n = min(len(a), len(b))
     i = 0
     while i < n and a[i] == b[i]:
@@ -85,8 +87,8 @@ def tokenize_record(tokenizer, record: dict, mask_prompt: bool = True) -> Exampl
             continue
         before = _template(tokenizer, messages[:i], tools, add_generation_prompt=True) if i else []
         upto = _template(tokenizer, messages[: i + 1], tools)
-        start = _common_prefix(before, tokens)
-        end = _common_prefix(upto, tokens)
+        start = common_length(before, tokens)
+        end = common_length(upto, tokens)
         # The rendered turn ends with the end-of-turn token and a newline; train through the former.
         while end > start and end < len(tokens) and end < len(upto) and upto[end - 1] != tokens[end - 1]:
             end -= 1

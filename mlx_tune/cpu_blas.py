@@ -58,8 +58,9 @@ def describe() -> str:
     """Which BLAS mlx's CPU backend uses in this process (it matters ~5x for CPU training)."""
     if not sys.platform.startswith("linux"):
         return "BLAS: platform default (Metal/Accelerate on macOS)"
-    if active():
-        return f"BLAS: OpenBLAS ({active()})"
+    lib = active()
+    if lib:
+        return f"BLAS: OpenBLAS ({lib})"
     return (
         "BLAS: mlx's bundled reference BLAS (slow float32 matmul); installing OpenBLAS "
         "(apt install libopenblas0-pthread) makes CPU training ~5x faster, picked up automatically"

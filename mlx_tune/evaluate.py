@@ -23,6 +23,7 @@ from pathlib import Path
 import mlx.core as mx
 
 from mlx_tune import UserError
+from mlx_tune.batching import common_length
 from mlx_tune.json_prefix import JsonPrefix
 from mlx_tune.metrics import finish_text, record_format
 
@@ -105,12 +106,8 @@ def common_prefix(prompts: Sequence[Sequence[int]]) -> int:
     if not prompts:
         return 0
     n = min(len(p) for p in prompts) - 1
-    first = prompts[0]
     for p in prompts[1:]:
-        i = 0
-        while i < n and p[i] == first[i]:
-            i += 1
-        n = i
+        n = min(n, common_length(prompts[0], p))
     return max(n, 0)
 
 
@@ -236,7 +233,6 @@ def generate_batched(
     stop_tokens = [[t] for t in sorted(eos | ({closer} if closer is not None else set()))]
     token_text = _token_texts(tokenizer)
     backtick = _backtick_checker(tokenizer, token_text)
-    watched = {i for i in range(n) if stop_broken_calls and fmts[i] == "tools"}
     watches: dict[int, _BrokenCallWatch] = {}
     stopped_broken = [False] * n
 
@@ -272,7 +268,7 @@ def generate_batched(
         now = time.perf_counter()
         for uid, i in zip(uids, idx, strict=True):
             uid_to_index[uid], tokens[uid], started[uid] = i, [], now
-            if i in watched:
+            if stop_broken_calls and fmts[i] == "tools":
                 watches[uid] = _BrokenCallWatch()
         next_query += len(idx)
 
@@ -298,11 +294,10 @@ def generate_batched(
                 toks = tokens[r.uid]
                 if r.token not in eos:
                     toks.append(r.token)
+                fmt = fmts[uid_to_index[r.uid]]
                 if r.finish_reason is not None:
                     done.append(r.uid)
-                elif (closer is None or fmts[uid_to_index[r.uid]] == "code") and _complete(
-                    tokenizer, toks, fmts[uid_to_index[r.uid]], closer, backtick
-                ):
+                elif (closer is None or fmt == "code") and _complete(tokenizer, toks, fmt, closer, backtick):
                     removed.append(r.uid)
                 elif r.uid in watches and watches[r.uid].feed(token_text(r.token)):
                     # confirmed on the decoded text, which is what gets scored

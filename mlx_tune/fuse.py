@@ -55,14 +55,8 @@ def resolve(
         cfg = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as e:
         raise UserError(f"{cfg_file}: not valid JSON: {e.msg}") from None
-    if (
-        model
-        and cfg.get("model")
-        and Path(model).resolve() != Path(cfg["model"]).resolve()
-        and model != cfg["model"]
-    ):
-        # allowed (a moved base), but the shapes are checked when the adapter is loaded
-        pass
+    # --model may differ from the base the adapter names (a moved base): the shapes are checked
+    # when the adapter is loaded.
     model = model or cfg.get("model")
     if not model:
         raise UserError(f"--model: required ({cfg_file} does not name its base model)")
