@@ -2,12 +2,20 @@
 
 A record is mlx-lm's ``tools``/``chat`` format plus a ``meta`` key that mlx-lm ignores::
 
-    {"messages": [system, user, assistant], "tools": [GREP_TOOL, READ_TOOL], "meta": {...}}
+    {"messages": [system, user, assistant, (tool, assistant)...], "tools": [GREP_TOOL, READ_TOOL],
+     "meta": {...}}
 
-The assistant turn is either a tool call (``tool_calls`` with JSON-string ``arguments``) or a
-direct answer (plain ``content``). In code mode (``fmt="code"``) the same example is rendered
-as a Python block calling ``grep(...)`` / ``read(...)``, with the tools described in the
-system prompt instead of a ``tools`` key.
+Three shapes: a **direct** answer (one assistant turn with plain ``content``); a **call-only**
+record (one assistant turn with ``tool_calls``, the plan's original format); and a
+**trajectory**: each call is followed by a ``tool`` message holding the tool's real output
+(:mod:`mlx_tune.tools`) and the record ends with an assistant answer grounded in it. Tool-call
+``arguments`` are JSON objects, as Hugging Face chat templates (Qwen2.5's applies ``tojson``)
+expect; readers also accept JSON strings. The *decision* of a record (grep, read or direct) is
+its first assistant turn; the benchmark prompts with everything before that turn.
+
+In code mode (``fmt="code"``) the same example is rendered as Python blocks calling
+``grep(...)`` / ``read(...)``, with the tools described in the system prompt instead of a
+``tools`` key.
 
 This module is the single place that builds, renders, parses and checks records.
 """
@@ -20,6 +28,8 @@ import json
 import re
 from typing import Any
 
+from mlx_tune.tools import is_safe_relative_path
+
 CATEGORIES = ("grep", "read", "direct")
 TOOL_CATEGORIES = ("grep", "read")
 ORIGINS = ("real", "synthetic")
@@ -28,9 +38,11 @@ META_REQUIRED = ("category", "origin", "source", "generator")
 
 SYSTEM_PROMPT = (
     "You are a coding assistant working inside a code repository. "
-    "When a question needs the repository's files, call a tool: grep searches files for a "
-    "regular expression, read shows one file. When you can answer from knowledge of the "
-    "framework, answer directly in plain sentences without calling a tool."
+    "When a question is about this repository's code, use a tool: grep searches the files for a "
+    "regular expression and returns matching lines as path:line:text; read shows numbered lines "
+    "of one file. Then answer from what the tool returned, naming the file and line. "
+    "When a question is about Python, its standard library or the web in general, answer "
+    "directly in plain sentences without calling a tool."
 )
 
 GREP_TOOL = {
@@ -60,13 +72,21 @@ READ_TOOL = {
     "type": "function",
     "function": {
         "name": "read",
-        "description": "Show the contents of one file of the repository.",
+        "description": "Show numbered lines of one file of the repository.",
         "parameters": {
             "type": "object",
             "properties": {
                 "path": {
                     "type": "string",
                     "description": "File path, relative to the repository root.",
+                },
+                "start_line": {
+                    "type": "integer",
+                    "description": "First line to show (1-based). Defaults to 1.",
+                },
+                "end_line": {
+                    "type": "integer",
+                    "description": "Last line to show. Defaults to 40 lines after start_line.",
                 },
             },
             "required": ["path"],
@@ -80,7 +100,7 @@ TOOL_SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOL
 CODE_SYSTEM_PROMPT = (
     SYSTEM_PROMPT + " To call a tool, answer with one Python code block containing a single call:\n"
     "grep(pattern: str, path: str = '.')  # search files for a regular expression\n"
-    "read(path: str)  # show one file\n"
+    "read(path: str, start_line: int = 1, end_line: int | None = None)  # show lines of one file\n"
     "Use only string literals as arguments."
 )
 
@@ -92,33 +112,56 @@ def tool_call_record(
     question: str, tool: str, arguments: dict[str, Any], meta: dict, fmt: str = "tools"
 ) -> dict:
     """A record whose answer is one call of ``tool`` (``grep`` or ``read``) with ``arguments``."""
+    return trajectory_record(question, [(tool, arguments, None)], None, meta, fmt)
+
+
+def trajectory_record(
+    question: str,
+    steps: list[tuple[str, dict[str, Any], str | None]],
+    answer: str | None,
+    meta: dict,
+    fmt: str = "tools",
+) -> dict:
+    """A record of one or more ``(tool, arguments, output)`` steps, each call followed by a
+    ``tool`` message with its ``output``, then the final ``answer``. A single step with output
+    and answer ``None`` is a call-only record (the plan's format)."""
+    turns: list[dict] = []
+    for i, (tool, arguments, output) in enumerate(steps):
+        turns.append(call_message(tool, arguments, fmt, f"call_{i}"))
+        if output is not None:
+            turns.append(tool_message(tool, output, f"call_{i}", fmt))
+    if answer is not None:
+        turns.append({"role": "assistant", "content": answer})
+    system, tools = (CODE_SYSTEM_PROMPT, None) if fmt == "code" else (SYSTEM_PROMPT, TOOLS)
+    return _record(system, question, turns, meta, tools)
+
+
+def call_message(tool: str, arguments: dict[str, Any], fmt: str = "tools", call_id: str = "call_0") -> dict:
+    """An assistant turn calling ``tool``: ``tool_calls`` with object arguments, or a code block."""
     if fmt == "code":
-        assistant = {"role": "assistant", "content": render_code_call(tool, arguments)}
-        return _record(CODE_SYSTEM_PROMPT, question, assistant, meta, tools=None)
-    call = {
-        "id": "call_0",
-        "type": "function",
-        "function": {"name": tool, "arguments": json.dumps(arguments, ensure_ascii=False)},
-    }
-    assistant = {"role": "assistant", "tool_calls": [call]}
-    return _record(SYSTEM_PROMPT, question, assistant, meta, tools=TOOLS)
+        return {"role": "assistant", "content": render_code_call(tool, arguments)}
+    call = {"id": call_id, "type": "function", "function": {"name": tool, "arguments": dict(arguments)}}
+    return {"role": "assistant", "tool_calls": [call]}
+
+
+def tool_message(tool: str, output: str, call_id: str = "call_0", fmt: str = "tools") -> dict:
+    """A ``tool`` turn holding a call's output (the OpenAI / mlx-lm shape)."""
+    if fmt == "code":
+        return {"role": "tool", "name": tool, "content": output}
+    return {"role": "tool", "tool_call_id": call_id, "name": tool, "content": output}
 
 
 def direct_record(question: str, answer: str, meta: dict, fmt: str = "tools") -> dict:
     """A record whose answer is plain text, no tool call."""
     assistant = {"role": "assistant", "content": answer}
     if fmt == "code":
-        return _record(CODE_SYSTEM_PROMPT, question, assistant, meta, tools=None)
-    return _record(SYSTEM_PROMPT, question, assistant, meta, tools=TOOLS)
+        return _record(CODE_SYSTEM_PROMPT, question, [assistant], meta, tools=None)
+    return _record(SYSTEM_PROMPT, question, [assistant], meta, tools=TOOLS)
 
 
-def _record(system: str, question: str, assistant: dict, meta: dict, tools: list | None) -> dict:
+def _record(system: str, question: str, turns: list[dict], meta: dict, tools: list | None) -> dict:
     record: dict[str, Any] = {
-        "messages": [
-            {"role": "system", "content": system},
-            {"role": "user", "content": question},
-            assistant,
-        ]
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}, *turns]
     }
     if tools is not None:
         record["tools"] = tools
@@ -165,13 +208,25 @@ def parse_code_call(text: str) -> tuple[str, dict[str, Any]] | None:
 
 
 def answer_of(record: dict) -> dict:
-    """The final assistant message of a record."""
+    """The final assistant message of a record (a trajectory's grounded answer)."""
     return record["messages"][-1]
 
 
-def record_call(record: dict) -> tuple[str, dict[str, Any]] | None:
-    """The ``(tool, arguments)`` a record's answer calls, in either format, or ``None``."""
-    message = answer_of(record)
+def first_turn_index(record: dict) -> int:
+    """Index of the first assistant message: the decision the benchmark asks the model for."""
+    for i, m in enumerate(record["messages"]):
+        if isinstance(m, dict) and m.get("role") == "assistant":
+            return i
+    return len(record["messages"]) - 1
+
+
+def prompt_messages(record: dict) -> list[dict]:
+    """The messages before the first assistant turn (system and user): a benchmark prompt."""
+    return record["messages"][: first_turn_index(record)]
+
+
+def message_call(message: dict) -> tuple[str, dict[str, Any]] | None:
+    """The ``(tool, arguments)`` an assistant message calls, in either format, or ``None``."""
     calls = message.get("tool_calls")
     if calls:
         fn = calls[0]["function"]
@@ -180,12 +235,33 @@ def record_call(record: dict) -> tuple[str, dict[str, Any]] | None:
     return parse_code_call(message.get("content") or "") if _looks_like_code(message) else None
 
 
+def record_call(record: dict) -> tuple[str, dict[str, Any]] | None:
+    """The ``(tool, arguments)`` of the record's first assistant turn, or ``None`` (direct)."""
+    return message_call(record["messages"][first_turn_index(record)])
+
+
+def record_calls(record: dict) -> list[tuple[str, dict[str, Any]]]:
+    """Every call the record's assistant turns make, in order."""
+    out = []
+    for m in record["messages"]:
+        if isinstance(m, dict) and m.get("role") == "assistant":
+            call = message_call(m)
+            if call:
+                out.append(call)
+    return out
+
+
+def is_trajectory(record: dict) -> bool:
+    """True for a record whose calls are followed by tool output and a final answer."""
+    return any(isinstance(m, dict) and m.get("role") == "tool" for m in record["messages"])
+
+
 def _looks_like_code(message: dict) -> bool:
     return "```" in (message.get("content") or "")
 
 
 def record_category(record: dict) -> str:
-    """``grep``, ``read`` or ``direct``, read from the answer itself (not from ``meta``)."""
+    """``grep``, ``read`` or ``direct``: the first assistant turn's decision (not ``meta``'s)."""
     call = record_call(record)
     return call[0] if call else "direct"
 
@@ -232,6 +308,13 @@ def validate_record(record: Any) -> list[str]:
             continue
         calls = m.get("tool_calls")
         content = m.get("content")
+        if role == "tool":
+            previous = messages[i - 1] if i else None
+            if not (isinstance(previous, dict) and previous.get("role") in ("assistant", "tool")):
+                problems.append(f"{where}: a tool message must follow the assistant's call")
+            if not isinstance(content, str):
+                problems.append(f"{where}.content: expected the tool's output as a string")
+            continue
         if calls is not None:
             if role != "assistant":
                 problems.append(f"{where}.tool_calls: only assistant messages may call tools")
@@ -245,10 +328,12 @@ def validate_record(record: Any) -> list[str]:
     tools = record.get("tools")
     if tools is not None and not (isinstance(tools, list) and all(_tool_name(t) for t in tools)):
         problems.append("tools: expected a list of {type: function, function: {name, parameters}}")
-    if not problems and isinstance(messages[-1].get("content"), str):
-        call = parse_code_call(messages[-1]["content"]) if _looks_like_code(messages[-1]) else None
-        if call:
-            problems.extend(_validate_arguments(call[0], call[1], f"messages[{len(messages) - 1}].content"))
+    if not problems:
+        for i, m in enumerate(messages):
+            if m.get("role") == "assistant" and isinstance(m.get("content"), str) and _looks_like_code(m):
+                call = parse_code_call(m["content"])
+                if call:
+                    problems.extend(_validate_arguments(call[0], call[1], f"messages[{i}].content"))
     meta = record.get("meta")
     if meta is not None:
         problems.extend(_validate_meta(meta, record if not problems else None))
@@ -308,6 +393,8 @@ def _validate_arguments(name: str, args: dict, at: str, schema: dict | None = No
             problems.append(f"{at}.{k}: not a parameter of {name}")
         elif props[k].get("type") == "string" and not isinstance(v, str):
             problems.append(f"{at}.{k}: expected a string")
+        elif props[k].get("type") == "integer" and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            problems.append(f"{at}.{k}: expected a whole number >= 1")
     if not problems and name in TOOL_SCHEMAS:
         problems.extend(_validate_tool_semantics(name, args, at))
     return problems
@@ -328,13 +415,6 @@ def _validate_tool_semantics(name: str, args: dict, at: str) -> list[str]:
     return problems
 
 
-def is_safe_relative_path(path: str) -> bool:
-    """True if ``path`` is relative and cannot climb out of the directory it is resolved in."""
-    if not path or path.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", path):
-        return False
-    return ".." not in re.split(r"[\\/]+", path)
-
-
 def _validate_meta(meta: Any, record: dict | None) -> list[str]:
     if not isinstance(meta, dict):
         return ["meta: expected an object"]
@@ -345,6 +425,12 @@ def _validate_meta(meta: Any, record: dict | None) -> list[str]:
     origin = meta.get("origin")
     if origin is not None and origin not in ORIGINS:
         problems.append(f"meta.origin: {origin!r} is not one of {', '.join(ORIGINS)}")
+    path = meta.get("path")
+    if path is not None and not (isinstance(path, str) and is_safe_relative_path(path)):
+        problems.append(f"meta.path: {path!r} must be relative to the repository root, without '..'")
+    repo = meta.get("repo")
+    if repo is not None and not (isinstance(repo, str) and re.fullmatch(r"[A-Za-z0-9][\w.-]*", repo)):
+        problems.append(f"meta.repo: {repo!r} must be a plain repository name")
     if record is not None and category in CATEGORIES and record_category(record) != category:
         problems.append(f"meta.category: says {category!r} but the answer is {record_category(record)!r}")
     return problems

@@ -12,7 +12,8 @@ def test_tool_call_record_is_valid_and_categorised():
     assert records.validate_record(r) == []
     assert records.record_category(r) == "grep"
     args = r["messages"][-1]["tool_calls"][0]["function"]["arguments"]
-    assert isinstance(args, str) and json.loads(args) == {"pattern": r"class Foo\b"}
+    # Objects, not JSON strings: Qwen2.5's template applies tojson to them.
+    assert args == {"pattern": r"class Foo\b"}
 
 
 def test_code_mode_round_trips_through_the_parser():
@@ -29,7 +30,7 @@ def test_code_mode_round_trips_through_the_parser():
     [
         "grep(pattern=x)",
         "```python\nimport os\n```",
-        "read('a', 'b', 'c')",
+        "read('a', 1, 2, 3)",
         "open('x')",
         "grep(**kw)",
     ],
