@@ -4,11 +4,18 @@ project into it, then runs the demo or the tests.
 
     python3 dev.py demo    # the main job, offline, on the embedded default
     python3 dev.py test    # the test suite
+
+On Linux, mlx's CPU wheel links a slow reference BLAS. Before the demo, when no OpenBLAS is
+installed, dev.py installs the distribution's package (Debian/Ubuntu ``libopenblas0-pthread``,
+Fedora ``openblas``) if it runs as root with apt-get or dnf; otherwise it prints the command to
+run. ``MLX_TUNE_BLAS=off`` skips this (and the preload itself).
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -34,6 +41,41 @@ def ensure_venv() -> None:
     STAMP.write_text(pyproject.read_text())
 
 
+OPENBLAS_GLOBS = ("/usr/lib/*-linux-gnu/libopenblas.so.0", "/usr/lib*/libopenblas*.so.0")
+OPENBLAS_PACKAGES = {"apt-get": "libopenblas0-pthread", "dnf": "openblas"}
+
+
+def ensure_openblas() -> None:
+    """Install the system OpenBLAS on Linux when missing and allowed (see the module doc)."""
+    if not sys.platform.startswith("linux") or os.environ.get("MLX_TUNE_BLAS", "").lower() == "off":
+        return
+    if any(glob.glob(g) for g in OPENBLAS_GLOBS) or any(
+        glob.glob(f"/usr/lib/*-linux-gnu/openblas-{v}/libopenblas.so.0") for v in ("pthread", "openmp")
+    ):
+        return
+    manager = next((m for m in OPENBLAS_PACKAGES if shutil.which(m)), None)
+    if manager is None:
+        print(
+            "note: no OpenBLAS found; training on the CPU will be slow (install your distribution's OpenBLAS)"
+        )
+        return
+    package = OPENBLAS_PACKAGES[manager]
+    command = [manager, "install", "-y", package]
+    if os.geteuid() != 0:
+        print(f"note: no OpenBLAS found; training will be ~5x faster after: sudo {' '.join(command)}")
+        return
+    print(
+        f"installing {package} with {manager} for a fast CPU BLAS (MLX_TUNE_BLAS=off skips this)", flush=True
+    )
+    quiet = {"stdout": subprocess.DEVNULL}
+    ok = subprocess.run(command, **quiet).returncode == 0
+    if not ok and manager == "apt-get":
+        subprocess.run(["apt-get", "update", "-q"], **quiet)
+        ok = subprocess.run(command, **quiet).returncode == 0
+    if not ok:
+        print(f"note: could not install {package}; the demo runs on the bundled (slow) BLAS")
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("demo", "test"):
         print(__doc__)
@@ -42,6 +84,7 @@ def main(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     if command == "test":
         return subprocess.run([PY, "-m", "pytest", *rest], cwd=ROOT).returncode
+    ensure_openblas()
     return subprocess.run([PY, "-m", "mlx_tune", "demo", *rest], cwd=ROOT).returncode
 
 

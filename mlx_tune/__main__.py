@@ -1,3 +1,3 @@
-from mlx_tune.cli import main
+from mlx_tune.cli import run
 
-main()
+run()

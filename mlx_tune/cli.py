@@ -29,14 +29,21 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mlx-tune")
-@click.pass_context
-def main(ctx: click.Context) -> None:
+def main() -> None:
     """Fine-tune local coder models on Apple Silicon: repositories -> tool-use data ->
     LoRA adapters (mlx-lm) -> fused 8-bit models -> benchmark."""
-    if ctx.invoked_subcommand in HEAVY_COMMANDS and "--help" not in sys.argv and "-h" not in sys.argv:
+
+
+def run(argv: list[str] | None = None) -> None:
+    """The console-script entry: decide on OpenBLAS once (a heavy command restarts itself with it
+    preloaded on Linux, before any work), then run the click group. Calling ``main`` directly, as
+    tests do with ``CliRunner``, never restarts the process."""
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in HEAVY_COMMANDS and "--help" not in args and "-h" not in args:
         from mlx_tune import cpu_blas
 
         cpu_blas.reexec_with_openblas()
+    main(args)
 
 
 @main.group(cls=_Group)
@@ -545,4 +552,4 @@ def demo(model, repos_mode, iters, limit, out, packages, force):
 
 
 if __name__ == "__main__":
-    main()
+    run()

@@ -9,7 +9,7 @@ Any `mlx-tune train` option can follow the phase number.
 
 import sys
 
-from mlx_tune.cli import main
+from mlx_tune.cli import main, run
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help"):
@@ -17,4 +17,4 @@ if __name__ == "__main__":
         main(["train", "--help"])
     if len(sys.argv) < 2 or not sys.argv[1].isdigit():
         sys.exit("usage: train_phase.py N [mlx-tune train options]")
-    main(["train", "--phase", sys.argv[1], *sys.argv[2:]])
+    run(["train", "--phase", sys.argv[1], *sys.argv[2:]])

@@ -2,6 +2,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from mlx_tune import cpu_blas
 
 
@@ -44,3 +46,31 @@ def test_reexec_preloads_once(tmp_path):
         assert out.stdout.split() == [str(lib), str(lib)]
     else:
         assert out.stdout.split() == ["None", "None"]
+
+
+def test_openblas_restart_only_at_the_console_entry(monkeypatch, tmp_path):
+    """The restart decision is made by ``cli.run`` (the console script) for heavy commands only;
+    invoking the click group in-process (``CliRunner``, as tests do) never restarts the process."""
+    from click.testing import CliRunner
+
+    from mlx_tune import cli
+
+    calls = []
+
+    class Restarted(Exception):
+        pass
+
+    def fake_reexec():
+        calls.append(1)
+        raise Restarted
+
+    monkeypatch.setattr(cpu_blas, "reexec_with_openblas", fake_reexec)
+    missing = str(tmp_path / "nope.yaml")
+    result = CliRunner().invoke(cli.main, ["train", "-c", missing])
+    assert result.exit_code != 0 and calls == []
+    with pytest.raises(SystemExit):
+        cli.run(["data", "stats", str(tmp_path / "none")])
+    assert calls == []
+    with pytest.raises(Restarted):
+        cli.run(["train", "-c", missing])
+    assert calls == [1]
