@@ -277,8 +277,9 @@ def data_html_examples(out, html_dir, n_grep, n_read, n_direct, seed, fmt) -> No
     help="Where the phaseN.yaml configs live.",
 )
 def data_merge(phase, out, phases_dir) -> None:
-    """Merge a phase's inputs: validate, drop duplicates, split train/valid/test grouped by
-    source file, and write data/phaseN/{train,valid,test}.jsonl and manifest.json."""
+    """Merge a phase's inputs: validate, drop duplicates, split train/valid/test by the file that
+    defines each symbol (no symbol or file of valid/test in train), keep a share of question
+    templates for test only, and write data/phaseN/{train,valid,test}.jsonl and manifest.json."""
     from mlx_tune.merge import format_manifest, merge_phase
 
     manifest = merge_phase(phase, out, phases_dir)
@@ -305,7 +306,9 @@ def data_validate(files, model, max_seq_length) -> None:
 @click.option("--model", default=None, help="Local model or tokenizer dir; adds token-length percentiles.")
 def data_stats(path, as_json, model) -> None:
     """Describe a JSONL file or a phase dir: counts by category/origin/source, tool vs direct
-    share, token lengths, and how ready the dataset's size is for training."""
+    share per split, token lengths, how ready the dataset's size is for training, and its
+    quality (multi-turn share, question templates, near-duplicates, literal class/def patterns,
+    questions that give the searched name away, shapes and styles)."""
     import json
 
     from mlx_tune.datacheck import dataset_stats, format_stats

@@ -1,8 +1,11 @@
 """Check and describe training data: ``mlx-tune data validate`` and ``mlx-tune data stats``.
 
 Validation collects every problem as ``file:line: field: what is wrong`` (schema checks from
-:mod:`mlx_tune.records`, plus token lengths when a tokenizer is given). Stats count records by
-category, origin and source, token-length percentiles, and a readiness tier of the size.
+:mod:`mlx_tune.records`, paths in ``meta`` that escape the repository, plus token lengths when a
+tokenizer is given). Stats count records by category, origin and source, token-length
+percentiles, a readiness tier of the size, and the quality measures of
+:mod:`mlx_tune.data_quality` (multi-turn share, templates, near-duplicates, literal patterns,
+names given away in questions, tool/direct balance per split).
 """
 
 from __future__ import annotations
@@ -15,7 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from mlx_tune import UserError, records
+from mlx_tune.data_quality import balance as split_balance
+from mlx_tune.data_quality import (  # noqa: F401  (re-exported: generators measure with these)
+    literal_pattern_share,
+    multi_turn_share,
+    name_in_question_share,
+    near_duplicate_share,
+    quality,
+)
 from mlx_tune.records import templated_messages
+from mlx_tune.tools import is_safe_relative_path
 
 MAX_LISTED_PROBLEMS = 200
 SYNTHETIC_WARN_SHARE = 0.20
@@ -62,7 +74,7 @@ def load_checked(paths: list[Path | str]) -> tuple[list[Located], list[str]]:
                 except json.JSONDecodeError as e:
                     problems.append(f"{path}:{lineno}: record: not valid JSON: {e.msg} (column {e.colno})")
                     continue
-                found = records.validate_record(record)
+                found = records.validate_record(record) + meta_path_problems(record)
                 if found:
                     problems.extend(f"{path}:{lineno}: {p}" for p in found)
                 else:
@@ -70,6 +82,18 @@ def load_checked(paths: list[Path | str]) -> tuple[list[Located], list[str]]:
         if n == 0:
             problems.append(f"{path}: empty: no records")
     return good, problems
+
+
+def meta_path_problems(record) -> list[str]:
+    """Problems of ``meta`` paths that :func:`records.validate_record` does not check
+    (``meta.defined_in``): each must be relative to the repository root, without ``..``."""
+    meta = record.get("meta") if isinstance(record, dict) else None
+    if not isinstance(meta, dict) or meta.get("defined_in") is None:
+        return []
+    value = meta["defined_in"]
+    if isinstance(value, str) and is_safe_relative_path(value):
+        return []
+    return [f"meta.defined_in: {value!r} must be relative to the repository root, without '..'"]
 
 
 def problems_error(problems: list[str], what: str = "") -> UserError:
@@ -188,6 +212,13 @@ def count_records(recs: list[dict]) -> dict[str, Any]:
     }
 
 
+def split_stats(recs: list[dict]) -> dict[str, Any]:
+    """One split's counts, its tool/direct balance and how many records are marked as asked in
+    an unseen phrasing (``meta.unseen_template``, test only)."""
+    unseen = sum(1 for r in recs if _meta_of(r).get("unseen_template") is True)
+    return {**count_records(recs), **split_balance(recs), "unseen_template": unseen}
+
+
 def percentiles(values: list[int]) -> dict[str, int]:
     """p50/p90/p99/max by the nearest-rank method (0s for no values)."""
     if not values:
@@ -219,7 +250,7 @@ def dataset_stats(path: str | Path, model: str | Path | None = None, tokenizer=N
     all_recs = [r for recs in by_split.values() for r in recs]
     stats: dict[str, Any] = {"path": str(path), **count_records(all_recs)}
     if path.is_dir():
-        stats["splits"] = {name: count_records(recs) for name, recs in by_split.items()}
+        stats["splits"] = {name: split_stats(recs) for name, recs in by_split.items()}
     n = len(all_recs)
     tool = sum(v for k, v in stats["category"].items() if k in records.TOOL_CATEGORIES)
     synthetic = stats["origin"].get("synthetic", 0)
@@ -233,6 +264,7 @@ def dataset_stats(path: str | Path, model: str | Path | None = None, tokenizer=N
             "add real, grounded examples"
         )
     stats["tier"] = tier(n)
+    stats["quality"] = quality(all_recs)
     if model is not None and tokenizer is None:
         tokenizer = load_tokenizer(model)
     if tokenizer is not None:
@@ -253,7 +285,24 @@ def format_stats(stats: dict[str, Any]) -> str:
     lines.append(f"  tool calls {stats['tool_share']:.0%}, direct answers {stats['direct_share']:.0%}")
     for name, s in stats.get("splits", {}).items():
         cats = ", ".join(f"{k} {v}" for k, v in s["category"].items())
-        lines.append(f"  {name + ':':7}{s['records']} records ({cats})")
+        unseen = f", {s['unseen_template']} in unseen phrasings" if s.get("unseen_template") else ""
+        lines.append(
+            f"  {name + ':':7}{s['records']} records ({cats}; tool {s['tool_share']:.0%}, "
+            f"direct {s['direct_share']:.0%}{unseen})"
+        )
+    q = stats.get("quality")
+    if q:
+        lines.append(
+            f"  quality: {q['multi_turn_share']:.0%} multi-turn ({q['tool_trajectory_share']:.0%} of tool "
+            f"records), {q['templates']} question templates, {q['near_duplicate_share']:.0%} "
+            "near-duplicates (names and paths masked)"
+        )
+        lines.append(
+            f"  grep: {q['literal_pattern_share']:.0%} of {q['grep_calls']} patterns are a literal "
+            f"class/def name; {q['name_in_question_share']:.0%} of grep/read questions contain the name"
+        )
+        for key in ("shape", "style"):
+            lines.append(f"  {key + ':':10}" + ", ".join(f"{k} {v}" for k, v in q[key].items()))
     if "tokens" in stats:
         t = stats["tokens"]
         lines.append(f"  tokens: p50 {t['p50']}, p90 {t['p90']}, p99 {t['p99']}, max {t['max']}")

@@ -7,6 +7,8 @@ Schema (every key but ``phase`` is optional)::
     inputs:                   # JSONL files added to the inherited ones, relative to the project root
       - data/repos_examples/training_examples.jsonl
     split: {valid: 0.1, test: 0.0, seed: 0}   # merged key by key over the parent's split
+                              # (also unseen_templates: the share of question templates kept
+                              # for test only, default 0.15)
     train: {...}              # free-form for ``mlx-tune train``; deep-merged over the parent's train
 
 Input paths are resolved against the current directory (the project root) unless absolute.
@@ -25,6 +27,7 @@ from mlx_tune import UserError
 
 DEFAULT_PHASES_DIR = "data/phases"
 DEFAULT_SPLIT = {"valid": 0.1, "test": 0.0, "seed": 0}
+DEFAULT_UNSEEN_TEMPLATES = 0.15  # split.unseen_templates when no phase sets it
 KNOWN_KEYS = ("phase", "extends", "inputs", "split", "train")
 
 # Where each generated input comes from, so a missing file's error says how to make it.
@@ -182,7 +185,7 @@ def _load(path: Path, problems: list[str], seen: list[Path]) -> Phase | None:
         problems.append(f"{path}: split: expected a mapping like {{valid: 0.1, test: 0.0, seed: 0}}")
         raw_split = {}
     for key, value in raw_split.items():
-        if key in ("valid", "test"):
+        if key in ("valid", "test", "unseen_templates"):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
                 problems.append(f"{path}: split.{key}: expected a share in [0, 1), got {value!r}")
                 continue
@@ -193,7 +196,7 @@ def _load(path: Path, problems: list[str], seen: list[Path]) -> Phase | None:
                 continue
             split[key] = value
         else:
-            problems.append(f"{path}: split.{key}: unknown key (known: valid, test, seed)")
+            problems.append(f"{path}: split.{key}: unknown key (known: valid, test, seed, unseen_templates)")
     if split["valid"] + split["test"] >= 1:
         problems.append(
             f"{path}: split: valid + test must leave a share for train (is {split['valid'] + split['test']})"

@@ -222,3 +222,49 @@ def test_qwen_style_template_of_the_tiny_model(tmp_path, tiny_model):
     assert validate_files([tmp_path / "h.jsonl"], model=tiny_model, max_seq_length=100_000) == 8
     s = dataset_stats(tmp_path / "h.jsonl", model=tiny_model)
     assert 0 < s["tokens"]["p50"] <= s["tokens"]["max"]
+
+
+def test_validate_rejects_escaping_meta_paths(tmp_path, sample_records):
+    recs = sample_records(5)
+    recs[0]["meta"]["path"] = "../outside.py"
+    recs[1]["meta"]["path"] = "/etc/passwd"
+    recs[2]["meta"]["repo"] = "../elsewhere"
+    recs[3]["meta"]["defined_in"] = "demo/../../x.py"
+    recs[4]["meta"]["defined_in"] = "demo/mod4.py"  # a safe one is fine
+    write_jsonl(tmp_path / "m.jsonl", recs)
+    r = CliRunner().invoke(main, ["data", "validate", str(tmp_path / "m.jsonl")])
+    assert r.exit_code == 1 and "4 problems" in r.output, r.output
+    f = tmp_path / "m.jsonl"
+    assert f"{f}:1: meta.path: '../outside.py' must be relative" in r.output
+    assert f"{f}:2: meta.path: '/etc/passwd' must be relative" in r.output
+    assert f"{f}:3: meta.repo: '../elsewhere' must be a plain repository name" in r.output
+    assert f"{f}:4: meta.defined_in: 'demo/../../x.py' must be relative" in r.output
+    assert f"{f}:5:" not in r.output
+
+
+def test_stats_show_quality(tmp_path, sample_records):
+    recs = sample_records(30)
+    for i, r in enumerate(recs):
+        r["meta"]["template"] = f"{r['meta']['category']}.t.{i % 2}"
+        r["meta"]["style"] = "call-only" if r["meta"]["category"] != "direct" else "direct"
+    write_jsonl(tmp_path / "all.jsonl", recs)
+    merge_files([tmp_path / "all.jsonl"], tmp_path / "p", valid=0.2, test=0.2, seed=0, unseen_templates=0.0)
+    r = CliRunner().invoke(main, ["data", "stats", str(tmp_path / "p"), "--json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.output)
+    q = s["quality"]
+    # the sample records: grep "Where is ThingN defined?" with `class ThingN\b`, read "Show me demo/modN.py.",
+    # direct "What does ThingN do?" (N masked by the symbol) -> every record has a masked twin
+    assert q["near_duplicate_share"] == 1.0 and q["literal_pattern_share"] == 1.0
+    assert q["grep_calls"] == 10 and q["templates"] == 6 and q["multi_turn_share"] == 0.0
+    assert q["name_in_question_share"] == 0.5  # grep questions name the class, read questions give the path
+    assert q["style"] == {"call-only": 20, "direct": 10} and q["shape"] == {"unknown": 30}
+    for split in s["splits"].values():
+        n = split["records"]
+        direct = split["category"].get("direct", 0)
+        assert split["direct_share"] == round(direct / n, 4) and split["tool_share"] == round(
+            1 - direct / n, 4
+        )
+    text = CliRunner().invoke(main, ["data", "stats", str(tmp_path / "p")]).output
+    assert "100% near-duplicates" in text and "100% of 10 patterns are a literal" in text
+    assert "shape:    unknown 30" in text

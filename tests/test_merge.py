@@ -7,7 +7,19 @@ from click.testing import CliRunner
 from mlx_tune import UserError, records
 from mlx_tune.cli import main
 from mlx_tune.fileio import read_jsonl, write_jsonl
-from mlx_tune.merge import assign_splits, dedupe, group_key, merge_files, merge_phase, unit_hash
+from mlx_tune.merge import (
+    assign_splits,
+    components,
+    dedupe,
+    format_manifest,
+    group_key,
+    hashed_split,
+    leaks,
+    merge_files,
+    merge_phase,
+    unit_hash,
+    unseen_template,
+)
 
 
 def many(make, n: int, repo: str = "demo", files: int | None = None) -> list[dict]:
@@ -102,12 +114,16 @@ def test_manifest_contents(tmp_path, sample_records, monkeypatch):
     phase_setup(tmp_path, sample_records)
     merge_phase(6, phases_dir="ph")
     m = json.loads((tmp_path / "data/phase6/manifest.json").read_text())
-    assert m["phase"] == 6 and m["seed"] == 1 and m["split"] == {"valid": 0.15, "test": 0.1}
+    assert m["phase"] == 6 and m["seed"] == 1
+    assert m["split"] == {"valid": 0.15, "test": 0.1, "unseen_templates": 0.15}
     assert [i["path"] for i in m["inputs"]] == ["in/a.jsonl", "in/b.jsonl"]
     assert all(len(i["sha256"]) == 64 for i in m["inputs"])
     assert set(m["counts"]["train"]) == {"records", "category", "origin", "source"}
     assert set(m["counts"]["train"]["source"]) <= {"repo:alpha", "repo:beta"}
     assert m["duplicates_dropped"] == {"exact": 0, "normalized": 0}
+    assert m["leaks"] == {"symbols": 0, "files": 0}
+    assert m["unseen_templates"] == [] and m["unseen_template_dropped"] == 0  # no meta.template here
+    assert sum(m["groups"].values()) == 25 + 45 and m["components"] == m["groups"]
 
 
 def test_small_inputs_still_get_valid_and_test(tmp_path, sample_records):
@@ -121,17 +137,28 @@ def test_small_inputs_still_get_valid_and_test(tmp_path, sample_records):
 
 
 def test_assign_splits_moves_smallest_group():
-    keys = [("r", "path", f"f{i}") for i in range(4)]
+    keys = [("r", "path", f"f{i}") for i in range(5)]
     sizes = {k: 10 - i for i, k in enumerate(keys)}
     where, moves = assign_splits(keys, sizes, valid=1e-9, test=0.0, seed=0)
     assert list(where.values()).count("valid") == 1 and len(moves) == 1
-    assert moves[0]["group"] == ["r", "path", "f3"]  # the smallest group moved
+    assert moves[0]["group"] == ["r", "path", "f4"] and moves[0]["groups"] == 1  # the smallest group moved
     assert 0 <= unit_hash(0, keys[0]) < 1
+    # linked groups move together: f3 and f4 (sizes 7 + 6) outweigh f2 (8), which moves alone
+    linked = {k: k for k in keys} | {keys[4]: keys[3]}
+    where, moves = assign_splits(keys, sizes, valid=1e-9, test=0.0, seed=0, component=linked)
+    assert [k for k in keys if where[k] == "valid"] == [keys[2]] and moves[0]["groups"] == 1
+    small = {k: 10 for k in keys} | {keys[3]: 2, keys[4]: 1}
+    linked = {k: k for k in keys} | {keys[4]: keys[3]}
+    where, moves = assign_splits(keys, small, valid=1e-9, test=0.0, seed=0, component=linked)
+    assert [k for k in keys if where[k] == "valid"] == keys[3:] and moves[0]["groups"] == 2
 
 
 def test_group_key_fallbacks(sample_records):
     r = sample_records(1)[0]
     assert group_key(r) == ("demo", "path", "demo/mod0.py")
+    r["meta"]["defined_in"] = "demo/defs.py"  # the defining file wins over the cited one
+    assert group_key(r) == ("demo", "path", "demo/defs.py")
+    del r["meta"]["defined_in"]
     del r["meta"]["path"]
     assert group_key(r) == ("demo", "symbol", "Thing0")
     del r["meta"]["symbol"]
@@ -205,3 +232,166 @@ def test_script_runs_the_merge_command(tmp_path, sample_records):
         [sys.executable, str(script), "--phase", "9"], cwd=tmp_path, capture_output=True, text=True
     )
     assert r.returncode == 1 and "Error: unknown phase 9" in r.stderr and "Traceback" not in r.stderr
+
+
+def cluster_records(n_files: int, repo: str = "demo", extra: str = "") -> list[dict]:
+    """For each file ``fI.py`` defining ``SymI``: a definition record, a usage record cited from
+    ``useI.py`` and an import record cited from ``impI.py`` (both ``defined_in`` fI.py), and a
+    record of another symbol ``OtherI`` defined in ``useI.py``."""
+    from mlx_tune.records import tool_call_record
+
+    out = []
+    for i in range(n_files):
+        base = {
+            "origin": "real",
+            "source": f"repo:{repo}",
+            "repo": repo,
+            "generator": "t/1",
+            "category": "grep",
+        }
+        for j, (path, defined_in, symbol) in enumerate(
+            [(f"f{i}.py", f"f{i}.py", f"Sym{i}"), (f"use{i}.py", f"f{i}.py", f"Sym{i}"),
+             (f"imp{i}.py", f"f{i}.py", f"Sym{i}"), (f"use{i}.py", f"use{i}.py", f"Other{i}")]
+        ):  # fmt: skip
+            meta = {**base, "path": path, "defined_in": defined_in, "symbol": symbol, "template": f"t{j}"}
+            q = f"Question {j} about {symbol} in {path}{extra}?"
+            out.append(tool_call_record(q, "grep", {"pattern": symbol}, meta))
+    return out
+
+
+def split_of_names(splits: dict[str, list[dict]]) -> dict[tuple, set[str]]:
+    """Every (repo, symbol) and (repo, file) mentioned in meta -> the splits it appears in."""
+    where: dict[tuple, set[str]] = {}
+    for s, rs in splits.items():
+        for r in rs:
+            m = r["meta"]
+            names = [("symbol", m["symbol"])] + [("file", m[k]) for k in ("path", "defined_in") if m.get(k)]
+            for kind, name in names:
+                where.setdefault((m["repo"], kind, name), set()).add(s)
+    return where
+
+
+def test_symbol_defined_in_one_file_used_in_another_stays_in_one_split(tmp_path):
+    recs = cluster_records(40)
+    write_jsonl(tmp_path / "a.jsonl", recs)
+    for seed in range(4):
+        m = merge_files([tmp_path / "a.jsonl"], tmp_path / f"o{seed}", valid=0.15, test=0.15, seed=seed,
+                        unseen_templates=0.0)  # fmt: skip
+        splits = located(tmp_path / f"o{seed}")
+        assert sum(map(len, splits.values())) == 160
+        for name, where in split_of_names(splits).items():
+            assert len(where) == 1, (seed, name, where)  # every symbol and file in one split only
+        # a cluster (fI, useI, impI) is one component of three defining-file groups
+        assert sum(m["components"].values()) == 40 and sum(m["groups"].values()) == 80
+        assert m["leaks"] == {"symbols": 0, "files": 0} == leaks(splits)
+        # the grouping by the *using* file would have leaked
+        by_using = {s: {(r["meta"]["repo"], r["meta"]["symbol"]) for r in rs} for s, rs in splits.items()}
+        assert all(not by_using["train"] & by_using[s] for s in ("valid", "test"))
+
+
+def test_components_join_groups_through_symbols_and_files():
+    recs = cluster_records(2)
+    comp = components(recs)
+    assert set(comp) == {("demo", "path", p) for p in ("f0.py", "use0.py", "f1.py", "use1.py")}
+    assert comp[("demo", "path", "use0.py")] == comp[("demo", "path", "f0.py")]
+    assert comp[("demo", "path", "f0.py")] != comp[("demo", "path", "f1.py")]
+    # a record of a name with no file (a negative case) joins the groups of that name
+    from mlx_tune.records import direct_record
+
+    lone = direct_record("Is there a Sym1?", "No.", {"repo": "demo", "symbol": "Sym1", "category": "direct"})
+    comp = components([*recs, lone])
+    assert comp[group_key(lone)] == comp[("demo", "path", "f1.py")]
+    # leaks() counts shared names between train and valid/test
+    assert leaks({"train": recs[:1], "valid": recs[1:2], "test": []}) == {"symbols": 1, "files": 1}
+
+
+def test_component_goes_to_its_most_held_out_split():
+    keys = [("r", "path", f"f{i}.py") for i in range(60)]
+    split = {k: hashed_split(3, k, 0.2, 0.2) for k in keys}
+    train, valid, test = ([k for k in keys if split[k] == s][0] for s in ("train", "valid", "test"))
+    sizes = dict.fromkeys(keys, 1)
+    where, _ = assign_splits(keys, sizes, 0.2, 0.2, 3, {k: k for k in keys} | {test: train, valid: train})
+    assert where[train] == where[valid] == where[test] == "test"
+    where, _ = assign_splits(keys, sizes, 0.2, 0.2, 3, {k: k for k in keys} | {valid: train})
+    assert where[train] == where[valid] == "valid" and where[test] == "test"
+
+
+def test_phase_stability_when_new_inputs_link_groups(tmp_path):
+    from mlx_tune.records import tool_call_record
+
+    phase1 = cluster_records(40)
+    # phase 2 adds records that cite one cluster's symbol from another cluster's file, joining them
+    links = []
+    for i in range(0, 40, 2):
+        meta = {"origin": "real", "source": "repo:demo", "repo": "demo", "generator": "t/1", "category": "grep",
+                "path": f"use{i + 1}.py", "defined_in": f"f{i}.py", "symbol": f"Sym{i}"}  # fmt: skip
+        links.append(
+            tool_call_record(f"Who uses Sym{i} in use{i + 1}.py?", "grep", {"pattern": f"Sym{i}"}, meta)
+        )
+    write_jsonl(tmp_path / "p1.jsonl", phase1)
+    write_jsonl(tmp_path / "p2.jsonl", links)
+    moved = 0
+    for seed in range(3):
+        kw = dict(valid=0.15, test=0.15, seed=seed, unseen_templates=0.3)
+        m1 = merge_files([tmp_path / "p1.jsonl"], tmp_path / f"a{seed}", **kw)
+        m2 = merge_files([tmp_path / "p1.jsonl", tmp_path / "p2.jsonl"], tmp_path / f"b{seed}", **kw)
+        assert m1["moved_groups"] == m2["moved_groups"] == []  # the only exception to phase stability
+        s1, s2 = located(tmp_path / f"a{seed}"), located(tmp_path / f"b{seed}")
+        where2 = {records.normalized_key(r): s for s, rs in s2.items() for r in rs}
+        for s, rs in s1.items():
+            for r in rs:
+                if s != "train":
+                    assert where2[records.normalized_key(r)] != "train", (seed, s, r["meta"])
+                moved += where2.get(records.normalized_key(r), s) != s
+        assert m2["leaks"] == {"symbols": 0, "files": 0}
+        assert sum(m2["components"].values()) == 20
+    assert moved > 0  # the links did join components that hashed to different splits
+
+
+def test_unseen_templates_are_test_only(tmp_path):
+    recs = cluster_records(50)
+    untemplated = cluster_records(10, repo="plain", extra=" (plain)")
+    for r in untemplated:
+        del r["meta"]["template"]
+    write_jsonl(tmp_path / "a.jsonl", recs + untemplated)
+    share = 0.5
+    unseen = sorted(t for t in ("t0", "t1", "t2", "t3") if unseen_template(7, t, share))
+    assert 0 < len(unseen) < 4  # seed 7 holds out some but not all of the four templates
+    m = merge_files(
+        [tmp_path / "a.jsonl"], tmp_path / "o", valid=0.2, test=0.2, seed=7, unseen_templates=share
+    )
+    splits = located(tmp_path / "o")
+    assert m["unseen_templates"] == unseen and m["split"]["unseen_templates"] == share
+    for s in ("train", "valid"):
+        assert not any(r["meta"].get("template") in unseen for r in splits[s])
+        assert not any("unseen_template" in r["meta"] for r in splits[s])
+    marked = [r for r in splits["test"] if r["meta"].get("unseen_template")]
+    assert marked and all(r["meta"]["template"] in unseen for r in marked)
+    assert all(r["meta"].get("template") not in unseen for r in splits["test"] if r not in marked)
+    assert m["unseen_template_test_records"] == len(marked)
+    kept = sum(map(len, splits.values()))
+    assert m["unseen_template_dropped"] == 240 - kept > 0
+    # records without a template are never dropped
+    assert sum(r["meta"]["repo"] == "plain" for rs in splits.values() for r in rs) == 40
+    text = format_manifest(m, "o")
+    assert f"{len(unseen)} question templates test-only ({len(marked)} test records" in text
+    assert f"{m['unseen_template_dropped']} train/valid records dropped" in text
+    assert "leaks into train: 0 symbols, 0 files of valid/test" in text
+    # without a test split nothing is held out or dropped
+    m = merge_files([tmp_path / "a.jsonl"], tmp_path / "n", valid=0.2, seed=7, unseen_templates=share)
+    assert m["unseen_templates"] == [] and m["unseen_template_dropped"] == 0 and m["records"] == 240
+    with pytest.raises(UserError, match="unseen_templates: expected a share"):
+        merge_files([tmp_path / "a.jsonl"], tmp_path / "x", unseen_templates=1.0)
+
+
+def test_phase_config_unseen_templates(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(tmp_path / "in.jsonl", cluster_records(30))
+    (tmp_path / "ph").mkdir()
+    (tmp_path / "ph/phase1.yaml").write_text(
+        "phase: 1\ninputs: [in.jsonl]\nsplit: {valid: 0.1, test: 0.2, unseen_templates: 0.0}\n"
+    )
+    (tmp_path / "ph/phase2.yaml").write_text("phase: 2\nextends: 1\nsplit: {unseen_templates: 1.5}\n")
+    assert merge_phase(1, phases_dir="ph")["split"]["unseen_templates"] == 0.0
+    r = CliRunner().invoke(main, ["data", "merge", "--phase", "2", "--phases-dir", "ph"])
+    assert r.exit_code == 1 and "split.unseen_templates: expected a share in [0, 1), got 1.5" in r.output
