@@ -7,7 +7,9 @@
 - a byte-level BPE tokenizer (Qwen2's pre-tokenizer and special tokens) trained with
   ``tokenizers`` on local text: the ``.py``/``.md`` files of a few installed packages plus any
   files given (JSONL records are rendered through the chat template first);
-- a Qwen2.5-style chat template that renders ``tools`` and assistant ``tool_calls``;
+- Qwen2.5-Instruct's chat template, unmodified (:data:`CHAT_TEMPLATE`): it renders ``tools``,
+  assistant ``tool_calls`` (``arguments`` as JSON objects) and ``tool`` results exactly as a real
+  Qwen2.5(-Coder)-Instruct tokenizer does, default system prompt included;
 - float32 weights from a seeded random init, optionally pretrained for a bounded number of
   steps on the local Python text (cached by content hash, so it runs once per machine);
 - optionally a quantized variant (``bits=4``) so QLoRA on a quantized base is exercised.
@@ -29,16 +31,17 @@ from typing import Any
 
 from mlx_tune import UserError, __version__, fileio
 
-# Qwen2.5's chat template, with two changes: arguments given as a JSON string are emitted as-is
-# (dicts go through tojson, as in Qwen2.5), so mlx-lm's JSON-string records and dict arguments
-# render to the same text; and the default system prompt does not claim to be Qwen.
+# Qwen2.5-Instruct's chat template, unmodified (the ``chat_template`` of the Qwen/Qwen2.5-*-Instruct
+# and Qwen2.5-Coder-*-Instruct tokenizer_config.json), so the tiny model renders exactly what a real
+# Qwen2.5 renders. Tool-call ``arguments`` always go through ``tojson``: they must be JSON objects
+# (a JSON string would be encoded twice; ``records.templated_messages`` converts them).
 CHAT_TEMPLATE = (
     "{%- if tools %}\n"
     "    {{- '<|im_start|>system\\n' }}\n"
     "    {%- if messages[0]['role'] == 'system' %}\n"
     "        {{- messages[0]['content'] }}\n"
     "    {%- else %}\n"
-    "        {{- 'You are a helpful assistant.' }}\n"
+    "        {{- 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}\n"
     "    {%- endif %}\n"
     '    {{- "\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query.'
     '\\n\\nYou are provided with function signatures within <tools></tools> XML tags:\\n<tools>" }}\n'
@@ -53,7 +56,8 @@ CHAT_TEMPLATE = (
     "    {%- if messages[0]['role'] == 'system' %}\n"
     "        {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}\n"
     "    {%- else %}\n"
-    "        {{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}\n"
+    "        {{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+    "<|im_end|>\\n' }}\n"
     "    {%- endif %}\n"
     "{%- endif %}\n"
     "{%- for message in messages %}\n"
@@ -72,11 +76,7 @@ CHAT_TEMPLATE = (
     '            {{- \'\\n<tool_call>\\n{"name": "\' }}\n'
     "            {{- tool_call.name }}\n"
     '            {{- \'", "arguments": \' }}\n'
-    "            {%- if tool_call.arguments is string %}\n"
-    "                {{- tool_call.arguments }}\n"
-    "            {%- else %}\n"
-    "                {{- tool_call.arguments | tojson }}\n"
-    "            {%- endif %}\n"
+    "            {{- tool_call.arguments | tojson }}\n"
     "            {{- '}\\n</tool_call>' }}\n"
     "        {%- endfor %}\n"
     "        {{- '<|im_end|>\\n' }}\n"

@@ -7,13 +7,14 @@ validated together (every problem in one ``UserError``).
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from mlx_tune import UserError
+from mlx_tune import UserError, interchange
 
 PRESETS_DIR = Path("data/phases/presets")
 FINE_TUNE_TYPES = ("lora", "dora", "full")
@@ -46,8 +47,10 @@ class TrainSettings:
     """Examples per micro-batch."""
     learning_rate: float = 1e-5
     """Peak learning rate."""
-    lr_schedule: str = "cosine"
-    """``cosine`` (decay to ``min_learning_rate`` after warmup) or ``constant`` (after warmup)."""
+    schedule: str = "cosine"
+    """``cosine`` (decay to ``min_learning_rate`` after warmup) or ``constant`` (after warmup).
+    Configs and options call it ``lr_schedule`` (a name or mlx-lm's mapping); it is stored as
+    ``schedule`` because mlx-lm reads an ``adapter_config.json``'s ``lr_schedule`` as its mapping."""
     warmup: float = 0.0
     """Linear warmup: a ratio of the optimizer updates if below 1, else a number of updates."""
     min_learning_rate: float = 0.0
@@ -99,6 +102,10 @@ class TrainSettings:
     """How many checkpoints to keep in ``checkpoints/``."""
 
     @property
+    def lr_schedule(self) -> str:
+        return self.schedule
+
+    @property
     def lora_scale(self) -> float:
         if self.alpha is not None:
             return float(self.alpha) / self.rank
@@ -106,9 +113,6 @@ class TrainSettings:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainSettings)}
-ALIASES = {"keys": "target_modules", "lora_rank": "rank", "lora_alpha": "alpha", "lora_dropout": "dropout"}
-# Keys that may appear in configs but are not settings (phase/preset plumbing, mlx-lm's CLI keys).
-IGNORED_KEYS = ("preset", "train", "test", "test_batches", "config", "resume_adapter_file")
 
 
 # ---------------------------------------------------------------- settings
@@ -140,7 +144,7 @@ def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = interchange.read_yaml(path) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -150,19 +154,6 @@ def _read_yaml(path: Path) -> dict:
     return raw
 
 
-def _flatten_mlx_lm_keys(raw: dict) -> dict:
-    """Accept mlx-lm's config layout (``lora_parameters: {rank, scale, dropout, keys}``) too."""
-    out = dict(raw)
-    for nested in ("lora_parameters", "lora"):
-        lp = out.pop(nested, None)
-        if isinstance(lp, dict):
-            for k, v in lp.items():
-                out.setdefault(k, v)
-        elif lp is not None:
-            out[f"{nested} (expected a mapping)"] = lp
-    return {ALIASES.get(k, k): v for k, v in out.items()}
-
-
 def resolve_settings(
     *,
     phase: int | None = None,
@@ -170,9 +161,12 @@ def resolve_settings(
     config: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     phases_dir: str | Path = "data/phases",
+    notes: list[str] | None = None,
 ) -> TrainSettings:
     """Merge defaults, preset, phase ``train:`` section, config file and overrides, then validate
-    everything together (all problems in one ``UserError``)."""
+    everything together (all problems in one ``UserError``). Any layer may use mlx-lm's lora keys
+    (:mod:`mlx_tune.interchange`); a key that means nothing here adds a line to ``notes`` (printed
+    to stderr when ``notes`` is None), a key neither tool knows is an error."""
     layers: list[tuple[str, dict]] = []
     phase_train: dict = {}
     if phase is not None:
@@ -194,19 +188,18 @@ def resolve_settings(
 
     values: dict[str, Any] = {}
     problems: list[str] = []
-    for source, raw in layers:
-        for key, value in _flatten_mlx_lm_keys(raw).items():
-            if key in IGNORED_KEYS:
-                continue
+    said: list[str] = []
+    layers = [(source, interchange.from_mlx_lm(raw, source, said, problems)) for source, raw in layers]
+    for source, flat in layers:
+        for key, value in flat.items():
             if key not in FIELDS:
-                problems.append(f"{source}: {key}: unknown setting")
+                problems.append(f"{source}: {key}: unknown setting (neither mlx-tune's nor mlx-lm lora's)")
                 continue
             if source == "phase defaults" and key in values:
                 continue
             values[key] = value
     # iters and epochs: the later source wins, so `--epochs 2` replaces a preset's iters.
-    for source, raw in reversed(layers):
-        flat = _flatten_mlx_lm_keys(raw)
+    for source, flat in reversed(layers):
         if "iters" in flat and "epochs" in flat and flat["iters"] is not None and flat["epochs"] is not None:
             problems.append(f"{source}: iters and epochs both given (give one)")
             break
@@ -224,6 +217,11 @@ def resolve_settings(
     problems.extend(validate_settings(settings))
     if problems:
         raise UserError(_joined("settings", problems))
+    if notes is None:
+        for line in said:
+            print(f"note: {line}", file=sys.stderr)
+    else:
+        notes.extend(said)
     return settings
 
 
@@ -272,8 +270,8 @@ def validate_settings(s: TrainSettings) -> list[str]:
         p.append(f"min_learning_rate: expected a number >= 0, got {s.min_learning_rate!r}")
     elif _is_num(s.learning_rate) and s.min_learning_rate > s.learning_rate:
         p.append("min_learning_rate: larger than learning_rate")
-    if s.lr_schedule not in SCHEDULES:
-        p.append(f"lr_schedule: {s.lr_schedule!r} is not one of {', '.join(SCHEDULES)}")
+    if s.schedule not in SCHEDULES:
+        p.append(f"lr_schedule: {s.schedule!r} is not one of {', '.join(SCHEDULES)}")
     if not _is_num(s.warmup) or s.warmup < 0 or (s.warmup >= 1 and not float(s.warmup).is_integer()):
         p.append(f"warmup: expected a ratio in [0, 1) or a whole number of steps, got {s.warmup!r}")
     if s.optimizer not in OPTIMIZERS:

@@ -67,27 +67,35 @@ def test_chat_template_renders_tools_and_calls_like_qwen(tiny_model):
         in text
     )
     call = grep["messages"][-1]["tool_calls"][0]["function"]
+    assert isinstance(call["arguments"], dict)
     expected = (
-        '<|im_start|>assistant\n<tool_call>\n{"name": "grep", "arguments": ' + call["arguments"] + "}\n"
+        '<|im_start|>assistant\n<tool_call>\n{"name": "grep", "arguments": '
+        + json.dumps(call["arguments"], ensure_ascii=False)
+        + "}\n"
     )
     assert text.endswith(expected + "</tool_call><|im_end|>\n")
     # The emitted call is the JSON mlx-lm's json_tools parser reads back.
     body = text.rsplit("<tool_call>\n", 1)[1].split("\n</tool_call>")[0]
-    assert json.loads(body) == {"name": "grep", "arguments": json.loads(call["arguments"])}
+    assert json.loads(body) == {"name": "grep", "arguments": call["arguments"]}
     assert render_chat(direct["messages"], direct["tools"]).endswith(
         "<|im_start|>assistant\n" + direct["messages"][-1]["content"] + "<|im_end|>\n"
     )
 
 
-def test_dict_and_json_string_arguments_render_the_same(tiny_model):
+def test_template_is_qwen25_unmodified_so_string_arguments_are_encoded_twice(tiny_model):
+    # Qwen2.5's template applies tojson to arguments whatever they are: a JSON string comes out
+    # as a quoted string (what a real Qwen2.5 does); records.templated_messages prevents that.
     tok = _hf_tokenizer(tiny_model)
     record = make_records(1)[0]
-    as_dict = json.loads(json.dumps(record))
-    fn = as_dict["messages"][-1]["tool_calls"][0]["function"]
-    fn["arguments"] = json.loads(fn["arguments"])
-    with_string = tok.apply_chat_template(record["messages"], tools=record["tools"], tokenize=False)
-    with_dict = tok.apply_chat_template(as_dict["messages"], tools=as_dict["tools"], tokenize=False)
-    assert with_string == with_dict
+    as_string = json.loads(json.dumps(record))
+    fn = as_string["messages"][-1]["tool_calls"][0]["function"]
+    fn["arguments"] = json.dumps(fn["arguments"])
+    raw = tok.apply_chat_template(as_string["messages"], tools=record["tools"], tokenize=False)
+    assert '"arguments": "{\\"pattern' in raw
+    fixed = records.templated_messages(as_string)
+    with_dict = tok.apply_chat_template(record["messages"], tools=record["tools"], tokenize=False)
+    assert tok.apply_chat_template(fixed, tools=record["tools"], tokenize=False) == with_dict
+    assert "is string" not in CHAT_TEMPLATE
 
 
 def test_generation_prompt_tool_role_and_no_tools():
@@ -98,7 +106,8 @@ def test_generation_prompt_tool_role_and_no_tools():
         {"role": "tool", "content": "y = 2"},
     ]
     text = render_chat(messages, add_generation_prompt=True)
-    assert text.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n")
+    qwen = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+    assert text.startswith(f"<|im_start|>system\n{qwen}<|im_end|>\n")
     assert "<|im_start|>user\n<tool_response>\nx = 1\n</tool_response>\n<tool_response>\ny = 2\n" in text
     assert text.endswith("</tool_response><|im_end|>\n<|im_start|>assistant\n")
     assert "# Tools" not in text
