@@ -9,13 +9,18 @@ atomically.
 (``(repo, meta.defined_in or meta.path)``), so a usage or import record goes with the
 definition, not with the file that uses it. Records without a file are grouped by ``meta.symbol``,
 and failing that each is its own group (by its normalised text). Groups that share a
-``(repo, symbol)`` or a ``(repo, file)`` (``meta.path``, ``meta.defined_in``) are joined into one
-component (union-find), so no symbol and no file of valid or test appears in train. Each group
-hashes to a split (``sha256("seed:repo:file")`` mapped to [0, 1), compared with the test and
-valid shares); a component goes to the most held-out split any of its groups hashes to
-(test > valid > train). So the split is a function of the seed and the files and symbols only,
-and phase N+1, a superset of phase N's inputs with the same split settings, can only join
-components, never move a record phase N held out into train.
+``(repo, symbol)`` (one name defined in several files, a negative case about a name) are joined
+into one component (union-find). Each group hashes to a split (``sha256("seed:repo:file")``
+mapped to [0, 1), compared with the test and valid shares); a component goes to the most
+held-out split any of its groups hashes to (test > valid > train). A record that also cites
+another file (``meta.path``, e.g. the file that uses the symbol) is kept only when that file's
+own split (its group's, or its hash's when it defines nothing) is the record's split, and is
+dropped otherwise (``cross_split_dropped``). So no symbol and no file of valid or test appears
+in train, and the split is a function of the seed and the files and symbols only: phase N+1, a
+superset of phase N's inputs with the same split settings, can only join components (moving a
+record to a more held-out split) or drop a record, never move one that phase N held out into
+train. (Joining through the using files too would chain most files of a repository into a few
+components that then all land in test.)
 
 **Unseen phrasing.** A share of question templates (``meta.template``; ``sha256("seed:template:id")``
 below ``unseen_templates``) is test-only: their records are dropped from train and valid
@@ -66,8 +71,8 @@ def group_key(record: dict) -> Key:
 
 
 def link_keys(record: dict) -> list[Key]:
-    """The ``(repo, symbol)`` and ``(repo, file)`` names a record touches; records that share
-    one must land in the same split."""
+    """The ``(repo, symbol)`` and ``(repo, file)`` names a record touches (``meta.symbol``,
+    ``meta.path``, ``meta.defined_in``): none of them may be in train and held out at once."""
     meta = _meta(record)
     repo = _repo(meta)
     out = [(repo, "symbol", str(meta["symbol"]))] if meta.get("symbol") else []
@@ -75,9 +80,19 @@ def link_keys(record: dict) -> list[Key]:
     return out
 
 
+def cited_file(record: dict) -> Key | None:
+    """The file a record cites besides its group's (``meta.path`` when ``meta.defined_in``
+    differs), or ``None``."""
+    meta = _meta(record)
+    key = ("path", str(meta.get("path")))
+    if meta.get("path") and group_key(record)[1:] != key:
+        return (_repo(meta), *key)
+    return None
+
+
 def components(records_: list[dict]) -> dict[Key, Key]:
     """Map each group key to its component's representative (the smallest key in it): groups
-    joined, by union-find, through every symbol and file their records share."""
+    joined, by union-find, through every ``(repo, symbol)`` their records share."""
     parent: dict[Key, Key] = {}
 
     def find(k: Key) -> Key:
@@ -91,8 +106,9 @@ def components(records_: list[dict]) -> dict[Key, Key]:
     for r in records_:
         g = group_key(r)
         groups.add(g)
-        for link in link_keys(r):
-            a, b = find(g), find(link)
+        meta = _meta(r)
+        if meta.get("symbol"):
+            a, b = find(g), find((_repo(meta), "symbol", str(meta["symbol"])))
             if a != b:
                 parent[max(a, b)] = min(a, b)
     members: dict[Key, list[Key]] = defaultdict(list)
@@ -180,6 +196,38 @@ def assign_splits(
     return {k: comp_split[component[k]] for k in keys}, moves
 
 
+def place(
+    groups: dict[Key, list[Located]], where: dict[Key, str], valid: float, test: float, seed: int
+) -> tuple[dict[str, list[dict]], int]:
+    """Put each group's records in its split, dropping a record whose cited file
+    (:func:`cited_file`) belongs to another split. Returns the splits and the number dropped."""
+    splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    dropped = 0
+    for key in sorted(groups):
+        for item in groups[key]:
+            cited = cited_file(item.record)
+            if cited is not None:
+                home = where[cited] if cited in where else hashed_split(seed, cited, valid, test)
+                if home != where[key]:
+                    dropped += 1
+                    continue
+            splits[where[key]].append(item.record)
+    return splits, dropped
+
+
+def held_out_warnings(splits: dict[str, list[dict]], share: float) -> list[str]:
+    """A warning when valid and test hold far more than their configured share: large joined
+    components (usually records without ``meta.defined_in`` that name a symbol used in many files)."""
+    n = sum(map(len, splits.values()))
+    held = len(splits["valid"]) + len(splits["test"])
+    if n < 50 or held / n <= 2 * share + 0.05:
+        return []
+    return [
+        f"valid and test hold {held / n:.0%} of the records (configured {share:.0%}): records that share "
+        "a symbol join their files into large components; give usage and import records meta.defined_in"
+    ]
+
+
 def leaks(splits: dict[str, list[dict]]) -> dict[str, int]:
     """How many ``(repo, symbol)`` and ``(repo, file)`` of valid or test also appear in train."""
 
@@ -243,9 +291,7 @@ def merge_files(
     component = components([item.record for item in kept])
     where, moves = assign_splits(sorted(groups), sizes, valid, test, seed, component)
 
-    splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    for key in sorted(groups):
-        splits[where[key]].extend(item.record for item in groups[key])
+    splits, n_cross = place(groups, where, valid, test, seed)
     share = unseen_templates if test > 0 else 0.0  # without a test split there is nowhere to keep them
     unseen, n_unseen_dropped = hold_out_templates(splits, seed, share)
     for name, recs in splits.items():
@@ -277,14 +323,17 @@ def merge_files(
             for p in inputs
         ],
         "duplicates_dropped": {"exact": n_exact, "normalized": n_norm},
-        "records": len(kept),
+        "unique_records": len(kept),
+        "records": sum(len(splits[s]) for s in written),
         "groups": {s: sum(1 for k in groups if where[k] == s) for s in written},
         "components": {s: len(reps[s]) for s in written},
         "moved_groups": moves,
+        "cross_split_dropped": n_cross,
         "unseen_templates": unseen,
         "unseen_template_dropped": n_unseen_dropped,
         "unseen_template_test_records": sum(1 for r in splits["test"] if _meta(r).get("unseen_template")),
         "leaks": leaks(splits),
+        "warnings": held_out_warnings(splits, valid + test),
         "counts": {s: count_records(splits[s]) for s in written},
         "files": files,
     }
@@ -319,12 +368,19 @@ def format_manifest(manifest: dict[str, Any], out: Path | str) -> str:
         f"phase {manifest['phase']}: {manifest['records']} records -> {out}/ ({parts})",
         f"  duplicates dropped: {d['exact']} exact, {d['normalized']} normalised",
     ]
-    groups = ", ".join(f"{s} {n} ({manifest['components'][s]} linked)" for s, n in manifest["groups"].items())
-    lines.append(f"  groups by defining file: {groups}")
+    groups = ", ".join(
+        f"{s} {n} in {manifest['components'][s]} components" for s, n in manifest["groups"].items()
+    )
+    lines.append(f"  groups (defining files; joined by shared names): {groups}")
     for m in manifest["moved_groups"]:
         lines.append(
-            f"  moved group {m['group'][2]} ({m['groups']} linked) from {m['from']} to {m['to']} "
+            f"  moved group {m['group'][2]} (with {m['groups'] - 1} joined) from {m['from']} to {m['to']} "
             f"(hashing left {m['to']} empty)"
+        )
+    if manifest["cross_split_dropped"]:
+        lines.append(
+            f"  dropped {manifest['cross_split_dropped']} records citing a file of another split "
+            "than their symbol's defining file"
         )
     if manifest["split"]["unseen_templates"]:
         lines.append(
@@ -334,4 +390,5 @@ def format_manifest(manifest: dict[str, Any], out: Path | str) -> str:
         )
     lk = manifest["leaks"]
     lines.append(f"  leaks into train: {lk['symbols']} symbols, {lk['files']} files of valid/test")
+    lines.extend(f"  warning: {w}" for w in manifest["warnings"])
     return "\n".join(lines)

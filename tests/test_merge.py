@@ -278,29 +278,46 @@ def test_symbol_defined_in_one_file_used_in_another_stays_in_one_split(tmp_path)
         m = merge_files([tmp_path / "a.jsonl"], tmp_path / f"o{seed}", valid=0.15, test=0.15, seed=seed,
                         unseen_templates=0.0)  # fmt: skip
         splits = located(tmp_path / f"o{seed}")
-        assert sum(map(len, splits.values())) == 160
         for name, where in split_of_names(splits).items():
             assert len(where) == 1, (seed, name, where)  # every symbol and file in one split only
-        # a cluster (fI, useI, impI) is one component of three defining-file groups
-        assert sum(m["components"].values()) == 40 and sum(m["groups"].values()) == 80
         assert m["leaks"] == {"symbols": 0, "files": 0} == leaks(splits)
-        # the grouping by the *using* file would have leaked
-        by_using = {s: {(r["meta"]["repo"], r["meta"]["symbol"]) for r in rs} for s, rs in splits.items()}
-        assert all(not by_using["train"] & by_using[s] for s in ("valid", "test"))
+        # groups are the defining files fI.py and useI.py; no name is shared, so no group is joined
+        assert sum(m["groups"].values()) == 80 == sum(m["components"].values()) and m["moved_groups"] == []
+        # the usage and import records go with SymI's definition, or are dropped when the file they
+        # cite hashes elsewhere (impI.py defines nothing: its own hash decides)
+        home = {
+            f: hashed_split(seed, ("demo", "path", f), 0.15, 0.15) for r in recs for f in [r["meta"]["path"]]
+        }
+        dropped = [r for r in recs if home[r["meta"]["path"]] != home[r["meta"]["defined_in"]]]
+        assert dropped and m["cross_split_dropped"] == len(dropped)
+        assert m["records"] == 160 - len(dropped) == sum(map(len, splits.values()))
+        for s, rs in splits.items():
+            assert all(home[r["meta"]["defined_in"]] == s for r in rs)
+        # every definition record is kept
+        assert sum(r["meta"]["path"].startswith("f") for rs in splits.values() for r in rs) == 40
 
 
-def test_components_join_groups_through_symbols_and_files():
+def test_components_join_groups_through_shared_names():
+    from mlx_tune.merge import cited_file
+    from mlx_tune.records import direct_record
+
     recs = cluster_records(2)
     comp = components(recs)
     assert set(comp) == {("demo", "path", p) for p in ("f0.py", "use0.py", "f1.py", "use1.py")}
-    assert comp[("demo", "path", "use0.py")] == comp[("demo", "path", "f0.py")]
-    assert comp[("demo", "path", "f0.py")] != comp[("demo", "path", "f1.py")]
-    # a record of a name with no file (a negative case) joins the groups of that name
-    from mlx_tune.records import direct_record
-
+    assert len(set(comp.values())) == 4  # a usage record does not join the using file's group
+    assert [cited_file(r) for r in recs[:4]] == [
+        None,
+        ("demo", "path", "use0.py"),
+        ("demo", "path", "imp0.py"),
+        None,
+    ]
+    # the same name defined in two files joins their groups; so does a record of a name without a file
+    twin = json.loads(json.dumps(recs[0]))
+    twin["meta"].update(path="g0.py", defined_in="g0.py")
     lone = direct_record("Is there a Sym1?", "No.", {"repo": "demo", "symbol": "Sym1", "category": "direct"})
-    comp = components([*recs, lone])
-    assert comp[group_key(lone)] == comp[("demo", "path", "f1.py")]
+    comp = components([*recs, twin, lone])
+    assert comp[("demo", "path", "g0.py")] == comp[("demo", "path", "f0.py")]
+    assert comp[group_key(lone)] == comp[("demo", "path", "f1.py")] != comp[("demo", "path", "f0.py")]
     # leaks() counts shared names between train and valid/test
     assert leaks({"train": recs[:1], "valid": recs[1:2], "test": []}) == {"symbols": 1, "files": 1}
 
@@ -316,20 +333,18 @@ def test_component_goes_to_its_most_held_out_split():
     assert where[train] == where[valid] == "valid" and where[test] == "test"
 
 
-def test_phase_stability_when_new_inputs_link_groups(tmp_path):
+def test_phase_stability_when_new_inputs_join_groups(tmp_path):
     from mlx_tune.records import tool_call_record
 
     phase1 = cluster_records(40)
-    # phase 2 adds records that cite one cluster's symbol from another cluster's file, joining them
-    links = []
+    # phase 2 adds a second definition of SymI in f(I+1).py, joining the two files' groups
+    twins = []
     for i in range(0, 40, 2):
         meta = {"origin": "real", "source": "repo:demo", "repo": "demo", "generator": "t/1", "category": "grep",
-                "path": f"use{i + 1}.py", "defined_in": f"f{i}.py", "symbol": f"Sym{i}"}  # fmt: skip
-        links.append(
-            tool_call_record(f"Who uses Sym{i} in use{i + 1}.py?", "grep", {"pattern": f"Sym{i}"}, meta)
-        )
+                "path": f"f{i + 1}.py", "defined_in": f"f{i + 1}.py", "symbol": f"Sym{i}"}  # fmt: skip
+        twins.append(tool_call_record(f"Which files define Sym{i}?", "grep", {"pattern": f"Sym{i}"}, meta))
     write_jsonl(tmp_path / "p1.jsonl", phase1)
-    write_jsonl(tmp_path / "p2.jsonl", links)
+    write_jsonl(tmp_path / "p2.jsonl", twins)
     moved = 0
     for seed in range(3):
         kw = dict(valid=0.15, test=0.15, seed=seed, unseen_templates=0.3)
@@ -341,16 +356,21 @@ def test_phase_stability_when_new_inputs_link_groups(tmp_path):
         for s, rs in s1.items():
             for r in rs:
                 if s != "train":
-                    assert where2[records.normalized_key(r)] != "train", (seed, s, r["meta"])
+                    assert where2.get(records.normalized_key(r)) != "train", (seed, s, r["meta"])
                 moved += where2.get(records.normalized_key(r), s) != s
         assert m2["leaks"] == {"symbols": 0, "files": 0}
-        assert sum(m2["components"].values()) == 20
-    assert moved > 0  # the links did join components that hashed to different splits
+        assert sum(m2["components"].values()) == 60 and sum(m1["components"].values()) == 80
+    assert moved > 0  # the new definitions did join components that hashed to different splits
 
 
 def test_unseen_templates_are_test_only(tmp_path):
     recs = cluster_records(50)
-    untemplated = cluster_records(10, repo="plain", extra=" (plain)")
+    # records without a template (and citing no other file) are never dropped
+    untemplated = [
+        r
+        for r in cluster_records(10, repo="plain", extra=" (plain)")
+        if r["meta"]["template"] in ("t0", "t3")
+    ]
     for r in untemplated:
         del r["meta"]["template"]
     write_jsonl(tmp_path / "a.jsonl", recs + untemplated)
@@ -370,16 +390,18 @@ def test_unseen_templates_are_test_only(tmp_path):
     assert all(r["meta"].get("template") not in unseen for r in splits["test"] if r not in marked)
     assert m["unseen_template_test_records"] == len(marked)
     kept = sum(map(len, splits.values()))
-    assert m["unseen_template_dropped"] == 240 - kept > 0
-    # records without a template are never dropped
-    assert sum(r["meta"]["repo"] == "plain" for rs in splits.values() for r in rs) == 40
+    assert m["unseen_template_dropped"] > 0 and m["records"] == kept
+    assert m["unseen_template_dropped"] + m["cross_split_dropped"] == 220 - kept
+    assert sum(r["meta"]["repo"] == "plain" for rs in splits.values() for r in rs) == 20
     text = format_manifest(m, "o")
     assert f"{len(unseen)} question templates test-only ({len(marked)} test records" in text
     assert f"{m['unseen_template_dropped']} train/valid records dropped" in text
+    assert f"dropped {m['cross_split_dropped']} records citing a file of another split" in text
     assert "leaks into train: 0 symbols, 0 files of valid/test" in text
-    # without a test split nothing is held out or dropped
+    # without a test split nothing is held out or dropped for its template
     m = merge_files([tmp_path / "a.jsonl"], tmp_path / "n", valid=0.2, seed=7, unseen_templates=share)
-    assert m["unseen_templates"] == [] and m["unseen_template_dropped"] == 0 and m["records"] == 240
+    assert m["unseen_templates"] == [] and m["unseen_template_dropped"] == 0
+    assert m["records"] + m["cross_split_dropped"] == 220
     with pytest.raises(UserError, match="unseen_templates: expected a share"):
         merge_files([tmp_path / "a.jsonl"], tmp_path / "x", unseen_templates=1.0)
 
@@ -395,3 +417,20 @@ def test_phase_config_unseen_templates(tmp_path, monkeypatch):
     assert merge_phase(1, phases_dir="ph")["split"]["unseen_templates"] == 0.0
     r = CliRunner().invoke(main, ["data", "merge", "--phase", "2", "--phases-dir", "ph"])
     assert r.exit_code == 1 and "split.unseen_templates: expected a share in [0, 1), got 1.5" in r.output
+
+
+def test_warning_when_shared_names_chain_files(tmp_path):
+    from mlx_tune.records import tool_call_record
+
+    recs = cluster_records(40)
+    for i in range(25):  # old-style usage records: no meta.defined_in, so the using file is the group
+        meta = {"origin": "real", "source": "repo:demo", "repo": "demo", "generator": "t/1", "category": "grep",
+                "path": f"f{i}.py", "symbol": "Common"}  # fmt: skip
+        recs.append(tool_call_record(f"Where does f{i}.py use Common?", "grep", {"pattern": "Common"}, meta))
+    write_jsonl(tmp_path / "a.jsonl", recs)
+    m = merge_files([tmp_path / "a.jsonl"], tmp_path / "o", valid=0.1, test=0.1, seed=0)
+    assert m["components"]["train"] + m["components"]["valid"] + m["components"]["test"] == 80 - 24
+    assert len(m["warnings"]) == 1 and "(configured 20%)" in m["warnings"][0]
+    assert "warning: valid and test hold" in format_manifest(m, "o")
+    write_jsonl(tmp_path / "b.jsonl", cluster_records(40))
+    assert merge_files([tmp_path / "b.jsonl"], tmp_path / "q", valid=0.1, test=0.1, seed=0)["warnings"] == []
