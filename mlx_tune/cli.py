@@ -254,12 +254,19 @@ def data_domain_examples(repo, output, n_grep, n_read, n_direct, seed, fmt, jobs
     show_default=True,
     help="tools: tool_calls (mlx-lm tools format); code: a Python block calling grep()/read().",
 )
-def data_html_examples(out, html_dir, n_grep, n_read, n_direct, seed, fmt) -> None:
+@click.option(
+    "--style",
+    type=click.Choice(["trajectory", "call-only"]),
+    default="trajectory",
+    show_default=True,
+    help="trajectory: call, real tool output, grounded answer; call-only: records end with the call.",
+)
+def data_html_examples(out, html_dir, n_grep, n_read, n_direct, seed, fmt, style) -> None:
     """Write HTML pages to --html-dir and grounded HTML examples (semantic HTML, forms, tables,
     navigation, accessibility) to --out."""
     from mlx_tune.html_examples import generate_html_examples
 
-    counts = generate_html_examples(out, html_dir, n_grep, n_read, n_direct, seed=seed, fmt=fmt)
+    counts = generate_html_examples(out, html_dir, n_grep, n_read, n_direct, seed=seed, fmt=fmt, style=style)
     detail = ", ".join(f"{k} {v}" for k, v in counts.items())
     click.echo(f"wrote {sum(counts.values())} examples ({detail}) to {out}; pages in {html_dir}/")
 
