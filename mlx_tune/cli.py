@@ -471,12 +471,20 @@ def train_cmd(phase, preset, config, resume, quiet, **options) -> None:
     help="Validation prompts to compare greedy outputs on (0: skip).",
 )
 @click.option("--force", is_flag=True, help="Replace an existing save path.")
-def fuse_cmd(phase, model, adapter_path, save_path, bits, group_size, verify_prompts, force) -> None:
+@click.option(
+    "--license",
+    "license_",
+    help="License in the model card's metadata (default: the base's card's license, else 'other').",
+)
+def fuse_cmd(
+    phase, model, adapter_path, save_path, bits, group_size, verify_prompts, force, license_
+) -> None:
     """Fuse an adapter into its base and save an mlx-lm model (8-bit by default).
 
     A quantized base is dequantized, fused in full precision, then quantized to --bits, so the
     trained behaviour survives (fusing straight back to 4 bits loses it: mlx-lm issue 1172).
-    Greedy outputs are then checked against base + adapter and written to OUT/README.md.
+    Greedy outputs are then checked against base + adapter. OUT/README.md is a model card with
+    Hugging Face metadata and usage; OUT/tools.json holds the system prompt and tools it learned with.
     """
     from mlx_tune import fuse as fuse_mod
 
@@ -489,8 +497,25 @@ def fuse_cmd(phase, model, adapter_path, save_path, bits, group_size, verify_pro
         group_size=group_size,
         verify_prompts=verify_prompts,
         force=force,
+        license=license_,
     )
     click.echo(fuse_mod.describe(report))
+
+
+@main.command("upload")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.argument("repo_id")
+@click.option("--private", is_flag=True, help="Create the repository as private.")
+def upload_cmd(folder, repo_id, private) -> None:
+    """Push a fused model FOLDER to the Hugging Face Hub as REPO_ID (owner/name), keeping its card.
+
+    Needs a token (`hf auth login` or HF_TOKEN). Unlike `mlx_lm upload`, the model card that
+    `mlx-tune fuse` wrote (metadata, training, verification, usage) is uploaded unchanged.
+    """
+    from mlx_tune import upload as upload_mod
+
+    url = upload_mod.upload(folder, repo_id, private=private)
+    click.echo(f"uploaded {folder} to {url}")
 
 
 # ---------------- bench (bench.py)

@@ -3,8 +3,11 @@
 A quantized base is dequantized, the LoRA/DoRA deltas are added in full precision, and the result
 is quantized to ``bits`` (8 by default). Fusing straight back into 4-bit weights rounds the small
 deltas away (mlx-lm issue 1172); 8 bits keeps them. The saved directory is a standard mlx-lm model
-(``mlx_lm.load`` / ``mlx_lm generate --model OUT``). After saving, greedy outputs of the fused model
-are compared with base + adapter on validation prompts and written to ``OUT/README.md``.
+(``mlx_lm.load`` / ``mlx_lm generate --model OUT``), ready for local use and for the Hub: after
+saving, greedy outputs of the fused model are compared with base + adapter on validation prompts,
+and ``OUT/README.md`` (a model card with Hugging Face metadata, see :mod:`mlx_tune.model_card`),
+``OUT/tools.json`` (the system prompt and tool schemas it was trained with) and ``OUT/fuse.json``
+(the report) are written.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from mlx_tune import UserError, fileio
+from mlx_tune import UserError, fileio, model_card
 
 DEFAULT_MAX_TOKENS = 24
 
@@ -99,8 +102,12 @@ def fuse(
     verify_prompts: int = 8,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     force: bool = False,
+    license: str | None = None,
 ) -> dict:
-    """Fuse, quantize, save, verify; return the report (also in ``OUT/README.md`` and ``OUT/fuse.json``)."""
+    """Fuse, quantize, save, verify; return the report (also in ``OUT/README.md`` and ``OUT/fuse.json``).
+
+    ``license`` goes into the model card's metadata (default: the base's card's license, else
+    ``other``)."""
     import mlx.core as mx
     from mlx.utils import tree_unflatten
     from mlx_lm import load
@@ -178,7 +185,10 @@ def fuse(
             "samples": samples,
         }
         (tmp / "fuse.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-        (tmp / "README.md").write_text(model_card(report))
+        spec = model_card.tools_spec(cfg.get("data"))
+        model_card.write_tools_json(tmp, spec)
+        # After mlx-lm's save, which writes a card of its own without our metadata.
+        (tmp / "README.md").write_text(model_card.model_card(report, spec, license))
     return report
 
 
@@ -198,45 +208,6 @@ def _data_counts(cfg: dict) -> dict:
             with open(p, encoding="utf-8") as f:
                 counts[split] = sum(1 for line in f if line.strip())
     return counts
-
-
-def model_card(r: dict) -> str:
-    t = r.get("training") or {}
-    agree = (
-        "not checked (no validation data)"
-        if r["greedy_agreement"] is None
-        else (
-            f"{r['greedy_agreement']:.0%} of {r['verify_prompts']} validation prompts identical "
-            f"(greedy, {r['max_tokens']} tokens)"
-        )
-    )
-    lines = [
-        f"# {Path(r['save_path']).name}",
-        "",
-        f"Base model `{r['base']}` ({r['base_bits'] or 'float'} bits) with the {r['fine_tune_type']} adapter "
-        f"`{r['adapter_path']}` fused in full precision and saved at "
-        + (f"{r['bits']} bits (group size {r['group_size']})." if r["bits"] != 16 else "float precision."),
-        "",
-        "| | |",
-        "|---|---|",
-        f"| phase | {r['phase'] if r['phase'] is not None else '-'} |",
-        f"| data (examples) | {', '.join(f'{k} {v}' for k, v in r['data'].items()) or '-'} |",
-        f"| val loss first -> best | {t.get('val_loss_first')} -> {t.get('val_loss_best')} "
-        f"({t.get('improvement_pct')}% lower) |",
-        f"| training steps, seconds | {t.get('step')}, {t.get('train_seconds')} |",
-        f"| greedy agreement with base + adapter | {agree} |",
-        f"| size on disk | fused {r['fused_bytes']:,} B; base {r['base_bytes'] or '-'} B; "
-        f"adapter {r['adapter_bytes']:,} B |",
-        f"| fuse time | {r['fuse_seconds']} s (with verification {r['total_seconds']} s) |",
-        "",
-        "Use it with mlx-lm unchanged:",
-        "",
-        "```",
-        f"mlx_lm.generate --model {r['save_path']} --prompt 'Where is APIRouter defined?'",
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
 
 
 def describe(r: dict) -> str:

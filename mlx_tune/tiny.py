@@ -506,12 +506,27 @@ def build_tiny_model(
             tmp / "generation_config.json",
             {"bos_token_id": tok.token_to_id(ENDOFTEXT), "eos_token_id": eos, "pad_token_id": eos[1]},
         )
+        (tmp / "README.md").write_text(_model_card(config, size, pretrain_steps, bits))
         fileio.write_json(
             tmp / "mlx_tune_tiny.json",
             {"seed": seed, "bits": bits, "pretrain_steps": pretrain_steps, "size": size}
             | {"corpus": [str(p) for p in corpus or []], "versions": _versions()},
         )
     return out_dir
+
+
+def _model_card(config: dict, size: dict, pretrain_steps: int, bits: int | None) -> str:
+    """A short card: what the tiny model is (and is not), with Hugging Face metadata."""
+    return (
+        "---\nlibrary_name: mlx\nlicense: mit\npipeline_tag: text-generation\n"
+        "tags: [mlx, qwen2, tiny, test-model]\n---\n\n"
+        "# mlx-tune tiny model\n\n"
+        f"A {config['num_hidden_layers']}-layer, {config['hidden_size']}-wide Qwen2 built offline by "
+        f"`mlx-tune tiny build` ({'float32' if bits is None else f'{bits}-bit'}, "
+        f"{pretrain_steps} pretraining steps on local Python text, BPE vocabulary of "
+        f"{size['vocab_size']}) for tests and the demo. It carries Qwen2.5-Instruct's chat template "
+        "unmodified. It knows next to nothing: it is a stand-in, not a model to use.\n"
+    )
 
 
 def count_parameters(model_dir: str | os.PathLike) -> int:
