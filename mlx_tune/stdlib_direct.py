@@ -76,6 +76,10 @@ NOUN_HEADS = frozenset(
     exception factory function iterator mapping mixin new object subclass variant wrapper""".split()
 )
 _SKIP_START = re.compile(r"(?:Like|See|Same|Alias|Equivalent|Deprecated|Obsolete|Don't|Used)\b")
+_CLEAR_VERBS = frozenset(
+    "build close compute convert create extract insert keep make open parse produce raise release "
+    "remove return write yield".split()
+)
 _AVOID = re.compile(
     r"deprecated|internal|private|undocumented|helper|backward|compatib|XXX|TODO|\bhack\b|"
     r"subclasses? (?:should|must)|override|not (?:be )?(?:called|used) directly",
@@ -110,6 +114,7 @@ def clean_paragraph(doc: str) -> str | None:
     text = " ".join(para.split())
     text = _ROLE.sub(lambda m: f"`{_role_target(m)}`", text)
     text = re.sub(r"``(.+?)``", r"`\1`", text)
+    text = re.sub(r"`([^`' ]+)'", r"`\1`", text)  # old-style `quotes'"
     text = re.sub(r"`([^`]+)`_", r"\1", text)
     text = re.sub(r"(?<![\w*`])\*\*?([A-Za-z][^*]*?)\*\*?(?![\w*])", r"\1", text)
     if "``" in text or re.search(r":\w+:`", text) or text.count("`") % 2 or text.endswith(":"):
@@ -293,25 +298,40 @@ def _need(e: Entry) -> str | None:
     """The summary as something a user wants to do ("remove any common leading whitespace ..."),
     or ``None`` if it does not read as one."""
     first, _, tail = e.summary.partition(" ")
-    if first.lower() not in VERBS or not tail or len(e.summary.split()) > MAX_NEED_WORDS:
+    if first.lower() not in VERBS or not _leading_verb(e) or len(e.summary.split()) > MAX_NEED_WORDS:
         return None
-    if re.search(r"\b(self|this|these|it|its|us)\b", tail, re.IGNORECASE):
+    if re.search(r"\b(self|this|these|it|its|us)\b|\(see|\. ", tail, re.IGNORECASE):
         return None
     verb = "get" if first.lower() in ("return", "yield") else first.lower()
     return f"{verb} {tail.rstrip('.!?')}"
 
 
+def _conjugate_and(tail: str) -> str:
+    """ "and return ..." -> "and returns ...", after the summary's first verb or anywhere for a
+    word that is only ever a verb here ("Take an IP string and return an object")."""
+
+    def fix(m: re.Match) -> str:
+        word = m.group(2)
+        if m.start() == 0 or word.lower() in _CLEAR_VERBS:
+            return f"{m.group(1)} {_verb_form(word) or word}"
+        return m.group(0)
+
+    return re.sub(r"\b(and|or) (\w+)\b", fix, tail)
+
+
+def _leading_verb(e: Entry) -> str | None:
+    """The summary's first word if it is a verb (not the definition's own name, as in "Filter
+    instances are used ...")."""
+    first = e.summary.split(" ", 1)[0]
+    return None if first.lower() == e.symbol.rsplit(".", 1)[-1].lower() else _verb_form(first)
+
+
 def describe(e: Entry) -> str:
     """The answer's description: "`json.dumps(obj)` serializes ..." plus the paragraph's rest."""
     first, _, tail = e.summary.partition(" ")
-    verb = _verb_form(first)
+    verb = _leading_verb(e)
     if verb and tail:
-        # "Create and return ..." -> "creates and returns ..."
-        tail = re.sub(
-            r"^((?:\w+, )*)(and|or) (\w+)\b",
-            lambda m: f"{m.group(1)}{m.group(2)} {_verb_form(m.group(3)) or m.group(3)}",
-            tail,
-        )
+        tail = _conjugate_and(tail)
         head = f"{_code(e)} {verb} {tail}"
     elif first == "Raised" and e.kind == "class":
         head = f"{_code(e)} is raised {tail}"
