@@ -104,8 +104,9 @@ def mask_question(text: str, symbol_names: list[str] = ()) -> str:
         elif core and _is_identifier_like(core):
             masked = "NAME"
             trail = trail[1:] if core.endswith("(") and trail.startswith(")") else trail
-        else:
-            masked = re.sub(r"\d+", "0", core.lower())
+        else:  # lower-case, keeping the placeholders of masked names inside (@NAME, NAME's)
+            parts = re.split(r"(?<![A-Za-z])(NAME|PATH)(?![A-Za-z])", core)
+            masked = "".join(p if p in ("NAME", "PATH") else re.sub(r"\d+", "0", p.lower()) for p in parts)
         out.append(lead.lower() + masked + re.sub(r"\d+", "0", trail.lower()))
     return " ".join(out)
 

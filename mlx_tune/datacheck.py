@@ -272,6 +272,19 @@ def dataset_stats(path: str | Path, model: str | Path | None = None, tokenizer=N
     return stats
 
 
+def folded_sources(counts: dict[str, int], most: int = 4) -> dict[str, int]:
+    """Source counts for the terminal: a kind with more than ``most`` sources (``stdlib:json``,
+    ``stdlib:re``, ...) becomes one entry (``stdlib:* (40)``)."""
+    kinds = Counter(k.split(":", 1)[0] for k in counts if ":" in k)
+    out: dict[str, int] = {}
+    for k, v in counts.items():
+        kind = k.split(":", 1)[0]
+        if ":" in k and kinds[kind] > most:
+            k = f"{kind}:* ({kinds[kind]})"
+        out[k] = out.get(k, 0) + v
+    return out
+
+
 def format_stats(stats: dict[str, Any]) -> str:
     """The stats as a short human-readable report."""
     n = stats["records"]
@@ -281,7 +294,8 @@ def format_stats(stats: dict[str, Any]) -> str:
         return f"{k} ({k / n:.0%})" if n else str(k)
 
     for key in ("category", "origin", "source"):
-        lines.append(f"  {key + ':':10}" + ", ".join(f"{k} {share(v)}" for k, v in stats[key].items()))
+        counts = folded_sources(stats[key]) if key == "source" else stats[key]
+        lines.append(f"  {key + ':':10}" + ", ".join(f"{k} {share(v)}" for k, v in counts.items()))
     lines.append(f"  tool calls {stats['tool_share']:.0%}, direct answers {stats['direct_share']:.0%}")
     for name, s in stats.get("splits", {}).items():
         cats = ", ".join(f"{k} {v}" for k, v in s["category"].items())

@@ -39,6 +39,11 @@ def test_mask_question():
     # a symbol part is masked in any case, but only as a whole word
     assert m("Where is the tokenizer built?", ["Tokenizer"]) == "where is the NAME built?"
     assert m("Where are tokenizers built?", ["Tokenizer"]) == "where are tokenizers built?"
+    # a masked name inside a longer token keeps its placeholder
+    assert (
+        m("Where is @cached applied? cached's FILENAME", ["cached"])
+        == "where is @NAME applied? NAME's filename"
+    )
 
 
 def test_near_duplicate_share():

@@ -268,3 +268,11 @@ def test_stats_show_quality(tmp_path, sample_records):
     text = CliRunner().invoke(main, ["data", "stats", str(tmp_path / "p")]).output
     assert "100% near-duplicates" in text and "100% of 10 patterns are a literal" in text
     assert "shape:    unknown 30" in text
+
+
+def test_folded_sources():
+    from mlx_tune.datacheck import folded_sources
+
+    counts = {"domain:x": 3, "html": 2, **{f"stdlib:m{i}": i + 1 for i in range(5)}, "repo:a": 4, "repo:b": 1}
+    assert folded_sources(counts) == {"domain:x": 3, "html": 2, "stdlib:* (5)": 15, "repo:a": 4, "repo:b": 1}
+    assert folded_sources(counts, most=5) == counts
