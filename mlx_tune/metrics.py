@@ -1,43 +1,79 @@
-"""Scoring model answers against held-out records: parse, validate, execute in a sandbox, compare.
+"""Scoring model answers against held-out records: parse, check the call, aggregate with intervals.
 
-Pure Python with no mlx import, so the sandbox worker process starts fast. Nothing a model writes
-is imported or executed: tool calls are parsed (JSON or ``ast``) and run by :func:`sandbox_grep` /
-:func:`sandbox_read`, plain ``re`` over the repository's files, paths confined to the repository
-root (symlinks included), each call in a worker process with a time limit.
+Pure Python with no mlx import. Nothing a model writes is imported or executed: tool calls are
+parsed (JSON or ``ast``) and run by :mod:`mlx_tune.tools` (plain ``re`` over the repository's
+files, paths confined to the repository, each call in a worker process with a time limit). The
+repository a query's calls run in is the benchmark's choice, never the data's: ``meta.repo`` is
+looked up by plain name inside the configured repos folder (:func:`repo_root`).
 
-Metrics (all fractions; ``None`` where no query qualifies):
+A query *needs a tool* when its reference's first assistant turn is a call. Metrics (fractions;
+``None`` where no query qualifies), each with a 95% interval in ``ci`` (:mod:`mlx_tune.intervals`):
 
-- ``discrimination``: the answer calls a tool exactly when the reference does (all queries).
-- ``category``: the predicted category (grep / read / direct; a call that does not parse is
-  ``invalid``) equals the reference category (all queries); see the confusion matrix.
-- ``call_validity``: of the answers that attempt a tool call, the share that parse in the query's
-  format and whose arguments fit the tool's schema.
-- ``executable``: of the queries whose reference is a tool call (and whose repository is on disk),
-  the share whose answer is a valid call that finds the expected thing when run: a grep whose
-  matches include the expected file ``meta.path``, a read of that file.
-- ``rouge_l``: mean ROUGE-L F1 of the answer text against the reference, over direct queries;
-  an answer that attempts a tool call instead scores 0 (it is not a direct answer, and its overlap
-  with the reference's words means nothing).
+- ``balanced_discrimination``: mean of ``tool_recall`` (of the queries that need a tool, the share
+  whose answer attempts a call) and ``direct_recall`` (of the direct queries, the share answered
+  without one). A constant answer, always or never calling, scores exactly 0.5.
+- ``macro_f1``: F1 of the two classes tool / direct, averaged.
+- ``call_match``: of the queries that need a tool (repository on disk), the share whose answer is a
+  valid call of the reference's tool, with the tool's required arguments and no others, that is
+  as good as the reference call (:mod:`mlx_tune.call_check`).
+- ``executable``: the same queries; the answer's call, whichever tool, run in the sandbox, finds
+  what the query is after without being over-broad (:mod:`mlx_tune.call_check`).
+- ``call_validity``: of the queries that need a tool, the share answered with a call that parses
+  and fits the tool's schema.
+- ``trajectory_success``: the agent loop's final answers (when the benchmark ran one), else None.
+- ``rouge_l``: mean ROUGE-L F1 against the reference over direct queries; an answer that attempts
+  a call scores 0 (it is not a direct answer).
+- ``discrimination``: plain accuracy of call-or-not (dominated by the majority class);
+  ``category``: the predicted category (grep / read / direct / ``invalid``) equals the reference's.
+
+An answer whose call does not parse counts as a tool attempt for the decision metrics and fails
+every call metric. Queries with ``meta.unseen_template`` true are also scored apart, under
+``subsets.unseen_template``.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlx_tune import records
+import numpy as np
+
+from mlx_tune import call_check, records
+from mlx_tune.intervals import bootstrap, mean_interval, wilson
+from mlx_tune.tools import CALL_TIMEOUT_S, Sandbox
 
 PREDICTED_CATEGORIES = ("grep", "read", "direct", "invalid")
-CALL_TIMEOUT_S = 5.0
-MAX_FILE_BYTES = 2_000_000
-MAX_SCAN_BYTES = 200_000_000
-SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", ".tox"}
+DEFAULT_REPOS_DIR = Path("data/repos")
+DEFAULT_HTML_DIR = Path("data/html")
+ACCURACY_KEYS = (
+    "balanced_discrimination",
+    "macro_f1",
+    "tool_recall",
+    "direct_recall",
+    "call_match",
+    "executable",
+    "call_validity",
+    "trajectory_success",
+    "rouge_l",
+    "discrimination",
+    "category",
+)
+PROPORTIONS = (
+    "tool_recall",
+    "direct_recall",
+    "call_match",
+    "executable",
+    "call_validity",
+    "trajectory_success",
+    "discrimination",
+    "category",
+)
+_REPO_NAME = re.compile(r"[A-Za-z0-9][\w.-]*")
 
 TOOL_CALL_RE = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
 
@@ -84,7 +120,10 @@ def parse_prediction(text: str, fmt: str = "tools") -> Prediction:
         attempted = "```" in text or bool(re.match(r"(grep|read)\s*\(", stripped))
         if not attempted:
             return Prediction("direct", False)
-        parsed = records.parse_code_call(text)
+        try:
+            parsed = records.parse_code_call(text)
+        except (RecursionError, MemoryError, ValueError):
+            parsed = None
         if parsed is None:
             return Prediction("invalid", True, problems=["not one grep/read call with literal arguments"])
         tool, arguments = parsed
@@ -96,13 +135,15 @@ def parse_prediction(text: str, fmt: str = "tools") -> Prediction:
             obj = json.loads(m.group(1))
         except json.JSONDecodeError as e:
             return Prediction("invalid", True, problems=[f"tool call is not valid JSON ({e.msg})"])
+        except RecursionError:
+            return Prediction("invalid", True, problems=["tool call is nested too deeply"])
         if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
             return Prediction("invalid", True, problems=["tool call has no string 'name'"])
         tool, arguments = obj["name"], obj.get("arguments", {})
         if isinstance(arguments, str):  # arguments rendered as a JSON string (mlx-lm's record format)
             try:
                 arguments = json.loads(arguments)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 arguments = None
         if not isinstance(arguments, dict):
             return Prediction("invalid", True, tool=tool, problems=["arguments is not a JSON object"])
@@ -114,165 +155,27 @@ def parse_prediction(text: str, fmt: str = "tools") -> Prediction:
     return Prediction(tool, True, valid=not problems, tool=tool, arguments=arguments, problems=problems)
 
 
-# ---------------------------------------------------------------- sandbox
+# ---------------------------------------------------------------- where a query's calls run
 
 
-def resolve_inside(root: str | os.PathLike, rel: str) -> Path | None:
-    """``root/rel`` fully resolved (symlinks followed), or ``None`` if it leaves ``root``."""
-    if not isinstance(rel, str) or not records.is_safe_relative_path(rel) and rel not in ("", "."):
-        return None
-    base = Path(root).resolve()
-    target = (base / rel).resolve() if rel not in ("", ".") else base
-    if target != base and base not in target.parents:
-        return None
-    return target
-
-
-def _iter_files(root: Path, start: Path) -> Iterator[Path]:
-    if start.is_file():
-        yield start
-        return
-    for dirpath, dirnames, filenames in os.walk(start, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
-        for name in sorted(filenames):
-            p = Path(dirpath) / name
-            real = p.resolve()
-            if real == root or root in real.parents:
-                yield p
-
-
-def sandbox_grep(root: str | os.PathLike, pattern: str, path: str = ".") -> list[str]:
-    """Files (relative POSIX paths) under ``root/path`` with a line matching ``pattern``.
-
-    Raises ``ValueError`` for a path outside the root or a pattern that does not compile."""
-    base = Path(root).resolve()
-    start = resolve_inside(base, path or ".")
-    if start is None:
-        raise ValueError(f"path {path!r} is outside the repository")
-    if not start.exists():
-        return []
-    rx = re.compile(pattern)
-    found, scanned = [], 0
-    for p in _iter_files(base, start):
-        try:
-            size = p.stat().st_size
-            if size > MAX_FILE_BYTES or scanned > MAX_SCAN_BYTES:
-                continue
-            data = p.read_bytes()
-        except OSError:
-            continue
-        scanned += size
-        if b"\0" in data[:8192]:
-            continue
-        text = data.decode("utf-8", errors="replace")
-        if any(rx.search(line) for line in text.splitlines()):
-            found.append(p.relative_to(base).as_posix())
-    return found
-
-
-def sandbox_read(root: str | os.PathLike, path: str) -> str:
-    """The relative POSIX path of the file ``read(path)`` would show; ``ValueError`` if none."""
-    base = Path(root).resolve()
-    target = resolve_inside(base, path)
-    if target is None:
-        raise ValueError(f"path {path!r} is outside the repository")
-    if not target.is_file():
-        raise ValueError(f"path {path!r} is not a file")
-    return Path(os.path.normpath(path)).as_posix()
-
-
-def _run_call(root: str, tool: str, arguments: dict) -> tuple[str, Any]:
-    try:
-        if tool == "grep":
-            return "ok", sandbox_grep(root, arguments["pattern"], arguments.get("path") or ".")
-        return "ok", sandbox_read(root, arguments["path"])
-    except (ValueError, re.error, KeyError, TypeError, RecursionError) as e:
-        return "error", str(e)
-
-
-def _ping() -> bool:
-    return True
-
-
-class Sandbox:
-    """Runs tool calls in one worker process (spawned, so no mlx state is shared) with a time
-    limit per call; a call that runs over (e.g. a catastrophically backtracking regex) kills the
-    worker, counts as failed, and a fresh worker serves the next call."""
-
-    def __init__(self, timeout_s: float = CALL_TIMEOUT_S):
-        self.timeout_s = timeout_s
-        self._ctx = multiprocessing.get_context("spawn")
-        self._pool = None
-
-    def __enter__(self) -> Sandbox:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool = None
-
-    def run(self, root: str | os.PathLike, tool: str, arguments: dict) -> tuple[str, Any]:
-        """``("ok", result)``, ``("error", message)`` or ``("timeout", message)``."""
-        if self._pool is None:
-            self._pool = self._ctx.Pool(1)
-            self._pool.apply(_ping)  # worker start-up does not count against the first call's limit
-        job = self._pool.apply_async(_run_call, (str(root), tool, arguments))
-        try:
-            return job.get(self.timeout_s)
-        except multiprocessing.TimeoutError:
-            self.close()
-            return "timeout", f"{tool} ran over {self.timeout_s:g}s"
-
-
-def repo_root(record: dict, base: str | os.PathLike = ".") -> Path | None:
-    """The repository a record's paths resolve in: ``meta.root`` (relative to ``base``), else
-    ``data/repos/<meta.repo>``; ``None`` if neither is a directory."""
+def repo_root(
+    record: dict,
+    repos_dir: str | os.PathLike = DEFAULT_REPOS_DIR,
+    html_dir: str | os.PathLike = DEFAULT_HTML_DIR,
+) -> Path | None:
+    """The folder a record's calls run in: ``html_dir`` for HTML records (``meta.source`` or
+    ``meta.repo`` ``html``), else ``repos_dir/<meta.repo>``; ``None`` if that is not a folder or
+    ``meta.repo`` is not a plain name (a path separator or ``..`` is refused). ``meta.root`` is
+    never used: a query file must not choose what the sandbox may read."""
     meta = record.get("meta") or {}
-    for cand in (meta.get("root"), meta.get("repo") and f"data/repos/{meta['repo']}"):
-        if cand and (Path(base) / cand).is_dir():
-            return Path(base) / cand
-    return None
-
-
-def executable_ok(
-    pred: Prediction, record: dict, sandbox: Sandbox, base: str | os.PathLike = "."
-) -> bool | None:
-    """Whether the predicted call finds what the reference call is after (see module doc);
-    ``None`` when the reference is not a tool call or its repository is not on disk."""
-    expected = records.record_call(record)
-    root = repo_root(record, base)
-    if expected is None or root is None:
+    name = meta.get("repo")
+    if meta.get("source") == "html" or name == "html":
+        folder = Path(html_dir)
+    elif isinstance(name, str) and _REPO_NAME.fullmatch(name) and ".." not in name:
+        folder = Path(repos_dir) / name
+    else:
         return None
-    if not pred.valid or pred.tool != expected[0]:
-        return False
-    meta = record.get("meta") or {}
-    args = pred.arguments or {}
-    target = meta.get("path") or expected[1].get("path")
-    if pred.tool == "grep" and target and (root / target).is_file():
-        # Do the answer's matches include the expected file? Equivalent to grepping the answer's
-        # whole scope, but only that one file is searched (large repositories stay fast).
-        scope, wanted = resolve_inside(root, args.get("path") or "."), resolve_inside(root, target)
-        if scope is None or wanted is None or not (wanted == scope or scope in wanted.parents):
-            return False
-        status, result = sandbox.run(root, "grep", {"pattern": args["pattern"], "path": target})
-        return status == "ok" and bool(result)
-    status, result = sandbox.run(root, pred.tool, args)
-    if status != "ok":
-        return False
-    if pred.tool == "read":
-        return _norm(result) == _norm(target)
-    # No single expected file: the answer must find a file the reference call finds.
-    status, ref = sandbox.run(root, "grep", expected[1])
-    return status == "ok" and bool(set(map(_norm, ref)) & set(map(_norm, result)))
-
-
-def _norm(path: str | None) -> str:
-    return os.path.normpath(path).replace("\\", "/") if path else ""
+    return folder if folder.is_dir() else None
 
 
 # ---------------------------------------------------------------- scoring
@@ -295,52 +198,141 @@ def score(
     queries: Sequence[dict],
     outputs: Sequence[str],
     *,
+    repos_dir: str | os.PathLike | None = None,
+    html_dir: str | os.PathLike | None = None,
     base: str | os.PathLike = ".",
     timeout_s: float = CALL_TIMEOUT_S,
+    trajectory_success: Sequence[bool | None] | None = None,
 ) -> dict:
-    """Score ``outputs`` (one answer text per query). Returns ``{"accuracy": {...}, "confusion":
-    {expected: {predicted: n}}, "counts": {...}, "per_query": [...]}``; see the module doc."""
+    """Score ``outputs`` (one answer text per query). Calls run in :func:`repo_root` folders:
+    ``repos_dir`` and ``html_dir``, by default ``data/repos`` and ``data/html`` under ``base``.
+    ``trajectory_success``, when the benchmark ran the agent loop, holds each query's outcome.
+
+    Returns ``{"accuracy", "ci", "confusion", "counts", "per_query"}`` and, when some queries
+    carry ``meta.unseen_template``, ``"subsets": {"unseen_template": {"n", "accuracy", "ci"}}``."""
     if len(queries) != len(outputs):
         raise ValueError(f"{len(queries)} queries but {len(outputs)} outputs")
-    confusion = {e: dict.fromkeys(PREDICTED_CATEGORIES, 0) for e in records.CATEGORIES}
+    if trajectory_success is not None and len(trajectory_success) != len(queries):
+        raise ValueError(f"{len(queries)} queries but {len(trajectory_success)} agent outcomes")
+    repos_dir = Path(base) / DEFAULT_REPOS_DIR if repos_dir is None else Path(repos_dir)
+    html_dir = Path(base) / DEFAULT_HTML_DIR if html_dir is None else Path(html_dir)
     rows = []
-    disc = cat = attempted = valid = 0
-    exe: list[bool] = []
-    rouge: list[float] = []
     with Sandbox(timeout_s) as sandbox:
-        for record, text in zip(queries, outputs, strict=True):
+        checker = call_check.CallChecker(sandbox)
+        for i, (record, text) in enumerate(zip(queries, outputs, strict=True)):
             expected = expected_category(record)
             pred = parse_prediction(text, record_format(record))
-            confusion[expected][pred.category] += 1
-            disc += pred.attempted_call == (expected != "direct")
-            cat += pred.category == expected
-            attempted += pred.attempted_call
-            valid += pred.attempted_call and pred.valid
-            row: dict[str, Any] = {"expected": expected, "predicted": pred.category, "valid": pred.valid}
+            row: dict[str, Any] = {
+                "expected": expected,
+                "predicted": pred.category,
+                "attempted": pred.attempted_call,
+                "valid": pred.valid,
+            }
             if expected != "direct":
-                ok = executable_ok(pred, record, sandbox, base)
-                row["executable"] = ok
-                if ok is not None:
-                    exe.append(ok)
+                root = repo_root(record, repos_dir, html_dir)
+                row["call_match"], row["executable"] = checker.check(pred, record, root)
             else:
                 reference = records.answer_of(record).get("content") or ""
                 row["rouge_l"] = 0.0 if pred.attempted_call else rouge_l(finish_text(text), reference)
-                rouge.append(row["rouge_l"])
+            if trajectory_success is not None:
+                row["trajectory_success"] = trajectory_success[i]
             if pred.problems:
                 row["problems"] = pred.problems
             rows.append(row)
-    n = len(queries)
-    accuracy = {
-        "discrimination": disc / n if n else None,
-        "category": cat / n if n else None,
-        "call_validity": valid / attempted if attempted else None,
-        "executable": sum(exe) / len(exe) if exe else None,
-        "rouge_l": sum(rouge) / len(rouge) if rouge else None,
+    out = aggregate(rows)
+    out["confusion"] = confusion(rows)
+    out["per_query"] = rows
+    unseen = [
+        row for row, r in zip(rows, queries, strict=True) if (r.get("meta") or {}).get("unseen_template")
+    ]
+    if unseen:
+        sub = aggregate(unseen)
+        out["subsets"] = {"unseen_template": {"n": len(unseen), "accuracy": sub["accuracy"], "ci": sub["ci"]}}
+    return out
+
+
+def confusion(rows: Sequence[dict]) -> dict[str, dict[str, int]]:
+    """``{expected: {predicted: n}}`` over the categories."""
+    table = {e: dict.fromkeys(PREDICTED_CATEGORIES, 0) for e in records.CATEGORIES}
+    for row in rows:
+        table[row["expected"]][row["predicted"]] += 1
+    return table
+
+
+def _share(flags: list[bool]) -> tuple[float | None, list[float] | None]:
+    n = len(flags)
+    return (sum(flags) / n if n else None), wilson(sum(flags), n)
+
+
+def aggregate(rows: Sequence[dict]) -> dict:
+    """``accuracy``, ``ci`` and ``counts`` of per-query rows (see the module doc)."""
+    needs = [r["expected"] != "direct" for r in rows]
+    att = [r["attempted"] for r in rows]
+    tool_rows = [r for r in rows if r["expected"] != "direct"]
+    checked = [r for r in tool_rows if r.get("call_match") is not None]
+    flags: dict[str, list[bool]] = {
+        "tool_recall": [r["attempted"] for r in tool_rows],
+        "direct_recall": [not r["attempted"] for r in rows if r["expected"] == "direct"],
+        "call_match": [bool(r["call_match"]) for r in checked],
+        "executable": [bool(r["executable"]) for r in checked],
+        "call_validity": [r["attempted"] and r["valid"] for r in tool_rows],
+        "trajectory_success": [
+            bool(r["trajectory_success"]) for r in rows if r.get("trajectory_success") is not None
+        ],
+        "discrimination": [a == n for a, n in zip(att, needs, strict=True)],
+        "category": [r["predicted"] == r["expected"] for r in rows],
     }
+    accuracy: dict[str, float | None] = {}
+    ci: dict[str, list[float] | None] = {}
+    for key in PROPORTIONS:
+        accuracy[key], ci[key] = _share(flags[key])
+    y, a = np.array(needs, dtype=bool), np.array(att, dtype=bool)
+    accuracy["balanced_discrimination"] = _balanced(y[None, :], a[None, :])[0] if rows else None
+    accuracy["macro_f1"] = _macro_f1(y[None, :], a[None, :])[0] if rows else None
+    for key in ("balanced_discrimination", "macro_f1"):
+        accuracy[key] = None if accuracy[key] is None or np.isnan(accuracy[key]) else float(accuracy[key])
+    ci["balanced_discrimination"] = bootstrap(lambda idx: _balanced(y[idx], a[idx]), len(rows))
+    ci["macro_f1"] = bootstrap(lambda idx: _macro_f1(y[idx], a[idx]), len(rows))
+    rouge = [r["rouge_l"] for r in rows if r.get("rouge_l") is not None]
+    accuracy["rouge_l"] = sum(rouge) / len(rouge) if rouge else None
+    ci["rouge_l"] = mean_interval(rouge)
     counts = {
-        "queries": n,
-        "attempted_calls": attempted,
-        "executable_checked": len(exe),
-        "direct": len(rouge),
+        "queries": len(rows),
+        "need_tool": len(tool_rows),
+        "direct": len(rows) - len(tool_rows),
+        "attempted_calls": sum(att),
+        "call_checked": len(checked),
     }
-    return {"accuracy": accuracy, "confusion": confusion, "counts": counts, "per_query": rows}
+    return {
+        "accuracy": {k: accuracy[k] for k in ACCURACY_KEYS},
+        "ci": {k: ci[k] for k in ACCURACY_KEYS},
+        "counts": counts,
+    }
+
+
+def _recalls(y: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tool = (y & a).sum(axis=1) / y.sum(axis=1)
+        direct = (~y & ~a).sum(axis=1) / (~y).sum(axis=1)
+    return tool, direct
+
+
+def _balanced(y: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Row-wise mean of the recalls of the classes present (``y``: needs a tool, ``a``: attempted)."""
+    tool, direct = _recalls(y, a)
+    both = np.stack([tool, direct])
+    present = ~np.isnan(both)
+    return np.where(present.any(axis=0), np.nansum(both, axis=0) / np.maximum(present.sum(axis=0), 1), np.nan)
+
+
+def _macro_f1(y: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Row-wise macro-F1 over the classes present in truth or prediction (as scikit-learn does)."""
+    tp, tn = (y & a).sum(axis=1), (~y & ~a).sum(axis=1)
+    fp, fn = (~y & a).sum(axis=1), (y & ~a).sum(axis=1)
+    d_tool, d_direct = 2 * tp + fp + fn, 2 * tn + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f_tool = np.where(d_tool > 0, 2 * tp / np.maximum(d_tool, 1), np.nan)
+        f_direct = np.where(d_direct > 0, 2 * tn / np.maximum(d_direct, 1), np.nan)
+    both = np.stack([f_tool, f_direct])
+    present = ~np.isnan(both)
+    return np.where(present.any(axis=0), np.nansum(both, axis=0) / np.maximum(present.sum(axis=0), 1), np.nan)

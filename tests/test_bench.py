@@ -49,13 +49,11 @@ def make_adapter(
 @pytest.fixture(scope="module")
 def setup(tiny_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
-    repo = root / "repo"
+    repo = root / "repos" / "demo"  # make_records() names the repository "demo"
     (repo / "demo").mkdir(parents=True)
     for i in range(6):
         (repo / "demo" / f"mod{i}.py").write_text(f"class Thing{i}:\n    pass\n")
     queries = make_records(6)
-    for r in queries:
-        r["meta"]["root"] = str(repo)
     write_jsonl(root / "test.jsonl", queries)
     good = make_adapter(tiny_model, root / "adapters" / "good")
     bad = make_adapter(tiny_model, root / "adapters" / "bad", rank=4, shape_rank=8)
@@ -71,8 +69,17 @@ def test_run_benchmark_writes_results(setup):
         "missing": str(root / "nope"),
     }
     out = root / "run"
+    (out / "predictions").mkdir(parents=True)
+    (out / "predictions" / "old-model.jsonl").write_text("{}\n")  # from an earlier run: replaced
     results = bench.run_benchmark(
-        models, root / "test.jsonl", out, repeats=1, max_tokens=16, batch_size=4, progress=False
+        models,
+        root / "test.jsonl",
+        out,
+        repeats=1,
+        max_tokens=16,
+        batch_size=4,
+        progress=False,
+        repos_dir=root / "repos",
     )
     assert (out / "results.md").is_file() and (out / "bench.log").is_file()
     on_disk = json.loads((out / "results.json").read_text())
@@ -81,7 +88,10 @@ def test_run_benchmark_writes_results(setup):
     assert on_disk["settings"]["n_queries"] == 6 and on_disk["settings"]["repeats"] == 1
     assert on_disk["machine"]["platform"]
     by_name = {m["name"]: m for m in on_disk["models"]}
-    assert list(by_name) == ["base", "lora", "mismatch", "missing"]
+    assert list(by_name) == ["base", "lora", "mismatch", "missing", "never-call", "always-grep", "keyword"]
+    assert [m["kind"] for m in on_disk["models"]] == ["model"] * 4 + ["baseline"] * 3
+    assert not (out / "predictions" / "old-model.jsonl").exists()
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no staging folder left
     for name in ("base", "lora"):
         m = by_name[name]
         assert m["error"] is None
@@ -90,8 +100,12 @@ def test_run_benchmark_writes_results(setup):
             assert m[key] > 0, key
         assert m["latency_s_p95"] >= m["latency_s_mean"] * 0.5
         assert m["perplexity"] > 1
-        assert set(m["accuracy"]) == set(bench.ACCURACY_KEYS)
+        assert set(m["accuracy"]) == set(m["ci"]) == set(bench.ACCURACY_KEYS)
         assert 0 <= m["accuracy"]["discrimination"] <= 1 and 0 <= m["accuracy"]["category"] <= 1
+        low, high = m["ci"]["balanced_discrimination"]
+        assert low <= m["accuracy"]["balanced_discrimination"] <= high
+        assert m["accuracy"]["call_match"] is not None  # the repository was found by name
+        assert m["accuracy"]["trajectory_success"] is None and m["agent_wall_s"] is None
         assert sum(sum(row.values()) for row in m["confusion"].values()) == 6
         assert len((out / "predictions" / f"{name}.jsonl").read_text().splitlines()) == 6
     assert by_name["base"]["adapter_bytes"] is None and by_name["base"]["trainable_params"] is None
@@ -104,16 +118,14 @@ def test_run_benchmark_writes_results(setup):
     assert lora["size_bytes"] == by_name["base"]["size_bytes"] + lora["adapter_bytes"]
     assert "could not load" in by_name["mismatch"]["error"] and str(bad) in by_name["mismatch"]["error"]
     assert "no such folder" in by_name["missing"]["error"]
-    try:
-        import matplotlib  # noqa: F401  (the `plot` extra)
-
-        assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    except ImportError:
-        assert not (out / "chart.png").exists()
+    for name in ("never-call", "always-grep"):
+        assert by_name[name]["accuracy"]["balanced_discrimination"] == 0.5
+        assert by_name[name]["generation_tps"] is None
+    assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = bench.format_table(on_disk)
     assert "FAILED mismatch" in table and "FAILED missing" in table
     md = (out / "results.md").read_text()
-    assert "| base |" in md and "## Failures" in md and "confusion" in md
+    assert "| base |" in md and "## Failures" in md and "confusion" in md and "keyword (baseline)" in md
 
 
 def test_cli_same_accuracy_twice_and_errors(setup):
@@ -131,6 +143,8 @@ def test_cli_same_accuracy_twice_and_errors(setup):
         "--batch-size",
         "3",
         "--quiet",
+        "--repos",
+        str(root / "repos"),
     ]
     accuracies = []
     for run in ("a", "b"):
@@ -138,7 +152,8 @@ def test_cli_same_accuracy_twice_and_errors(setup):
         assert result.exit_code == 0, result.output
         assert "lora" in result.output and "results:" in result.output
         data = json.loads((root / run / "results.json").read_text())
-        accuracies.append((data["models"][0]["accuracy"], data["models"][0]["perplexity"]))
+        m = data["models"][0]
+        accuracies.append((m["accuracy"], m["ci"], m["perplexity"]))
     assert accuracies[0] == accuracies[1]
     # The same command under `mlx-tune bench`.
     result = runner.invoke(cli_main, ["bench", "--help"])

@@ -1,0 +1,197 @@
+"""Scoring without a model: baselines, ``mlx-tune bench score``, and the staged output folder.
+
+``bench score`` scores a JSONL of answers made elsewhere (an API model, LM Studio,
+``mlx_lm.server``...): one object per line with the answer in ``text``, in the order of the
+queries (an ``index`` field, when present, must say so). It writes the same ``results.json``
+as ``mlx-tune bench`` (``models[0]`` is the scored answers, then the baselines), ``results.md``,
+``chart.png`` and ``predictions/``.
+
+Every benchmark run writes into a staging folder inside ``--out`` and publishes its files only
+when all of them are complete (:func:`staged_output`): an interrupted run leaves the previous
+results as they were, never new predictions beside an old ``results.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mlx_tune import UserError, baselines, metrics
+from mlx_tune.bench_inputs import load_queries, read_jsonl_lines
+from mlx_tune.bench_report import format_markdown, plot_results
+from mlx_tune.fileio import sha256_file, write_json, write_jsonl, write_text
+
+# Fields of a model row that only a model run measures: None for baselines and scored answers.
+MEASURED_KEYS = (
+    "load_time_s",
+    "prompt_tps",
+    "generation_tps",
+    "latency_s_mean",
+    "latency_s_p95",
+    "eval_wall_s",
+    "peak_memory_gb",
+    "size_bytes",
+    "adapter_bytes",
+    "trainable_params",
+    "perplexity",
+)
+# Filled by the agent loop when the benchmark runs one (mlx_tune.agent); None otherwise.
+AGENT_KEYS = ("agent_wall_s", "agent_mean_steps", "agent_tool_errors", "agent_step_limit_hits")
+OUTPUTS = ("predictions", "bench.log", "chart.png", "results.md")  # published before results.json
+_STAGING = ".staging-"
+
+
+@contextlib.contextmanager
+def staged_output(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty staging folder inside ``out_dir``; when the block succeeds, move its
+    outputs into ``out_dir`` (the old ``results.json`` is removed first and the new one moved
+    last, so a reader never sees a ``results.json`` beside files of another run). Staging
+    folders left by killed runs are removed first. Other files in ``out_dir`` are left alone."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(_STAGING + "*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    stage = Path(tempfile.mkdtemp(prefix=_STAGING, dir=out_dir))
+    try:
+        yield stage
+        (out_dir / "results.json").unlink(missing_ok=True)
+        for name in OUTPUTS:
+            src, dst = stage / name, out_dir / name
+            if dst.is_dir() and not dst.is_symlink():
+                os.replace(dst, stage / f"{name}.old")
+            elif dst.exists() or dst.is_symlink():
+                dst.unlink()
+            if src.exists():
+                os.replace(src, dst)
+        os.replace(stage / "results.json", out_dir / "results.json")
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "model"
+
+
+def scored_fields(scored: dict) -> dict[str, Any]:
+    """The accuracy part of a model row, from :func:`mlx_tune.metrics.score`."""
+    out = {k: scored[k] for k in ("accuracy", "ci", "confusion", "counts")}
+    out["subsets"] = scored.get("subsets")
+    return out
+
+
+def write_predictions(stage: Path, name: str, texts: list[str], scored: dict, extra=None) -> None:
+    rows = [
+        {"index": i, "text": text, **row, **((extra or {}).get(i) or {})}
+        for i, (text, row) in enumerate(zip(texts, scored["per_query"], strict=True))
+    ]
+    write_jsonl(stage / "predictions" / f"{safe_name(name)}.jsonl", rows)
+
+
+def baseline_entries(queries: list[dict], stage: Path | None = None, **score_kw) -> list[dict]:
+    """One scored row per baseline (:mod:`mlx_tune.baselines`), ``kind: baseline``; their
+    answers go to ``stage/predictions/baseline-<name>.jsonl`` when ``stage`` is given."""
+    entries = []
+    for name in baselines.BASELINES:
+        texts = baselines.answers(name, queries)
+        scored = metrics.score(queries, texts, **score_kw)
+        if stage is not None:
+            write_predictions(stage, f"baseline-{name}", texts, scored)
+        entry: dict[str, Any] = {"name": name, "kind": "baseline", "spec": None}
+        entry.update(dict.fromkeys(MEASURED_KEYS + AGENT_KEYS))
+        entry.update(scored_fields(scored))
+        entry["error"] = None
+        entries.append(entry)
+    return entries
+
+
+def read_predictions(path: str | os.PathLike, n_queries: int) -> list[str]:
+    """The answer texts of a predictions JSONL (see the module doc); one-line errors naming
+    ``file:line`` for bad JSON, a missing ``text``, an ``index`` out of order or a wrong count."""
+    path = Path(path)
+    texts = []
+    for lineno, obj in read_jsonl_lines(path):
+        text = obj.get("text")
+        if not isinstance(text, str):
+            got = "missing" if "text" not in obj else f"a {type(text).__name__}"
+            raise UserError(f"{path}:{lineno}: text: expected the answer as a string, got {got}")
+        index = obj.get("index")
+        if index is not None and index != len(texts):
+            raise UserError(
+                f"{path}:{lineno}: index: {index!r}, but this is answer {len(texts)} "
+                "(answers must follow the order of the queries)"
+            )
+        texts.append(text)
+    if len(texts) != n_queries:
+        raise UserError(f"{path}: {len(texts)} answers for {n_queries} queries (one per query, in order)")
+    return texts
+
+
+def score_predictions(
+    queries: str | os.PathLike,
+    predictions: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    name: str | None = None,
+    repos_dir: str | os.PathLike = metrics.DEFAULT_REPOS_DIR,
+    html_dir: str | os.PathLike = metrics.DEFAULT_HTML_DIR,
+    timeout_s: float = metrics.CALL_TIMEOUT_S,
+) -> dict:
+    """Score answers made elsewhere and write the run's folder; return the ``results.json`` object."""
+    queries, predictions = Path(queries), Path(predictions)
+    query_records = load_queries(queries)
+    texts = read_predictions(predictions, len(query_records))
+    name = name or predictions.stem
+    score_kw = {"repos_dir": repos_dir, "html_dir": html_dir, "timeout_s": timeout_s}
+    with staged_output(out_dir) as stage:
+        scored = metrics.score(query_records, texts, **score_kw)
+        write_predictions(stage, name, texts, scored)
+        entry: dict[str, Any] = {"name": name, "kind": "model", "spec": str(predictions)}
+        entry.update(dict.fromkeys(MEASURED_KEYS + AGENT_KEYS))
+        entry.update(scored_fields(scored))
+        entry["error"] = None
+        results = {
+            "machine": {"platform": platform.platform(), "python": platform.python_version()},
+            "versions": versions(),
+            "settings": {
+                "mode": "score",
+                "queries": str(queries),
+                "queries_sha256": sha256_file(queries),
+                "n_queries": len(query_records),
+                "predictions": str(predictions),
+                "predictions_sha256": sha256_file(predictions),
+                "repos_dir": str(repos_dir),
+                "html_dir": str(html_dir),
+            },
+            "models": [entry, *baseline_entries(query_records, stage, **score_kw)],
+        }
+        write_outputs(stage, results)
+    return results
+
+
+def write_outputs(stage: Path, results: dict) -> None:
+    """``results.json``, ``results.md`` and ``chart.png`` into the staging folder."""
+    write_json(stage / "results.json", results)
+    write_text(stage / "results.md", format_markdown(results))
+    plot_results(results, stage / "chart.png")
+
+
+def versions() -> dict:
+    """Versions of mlx_tune, mlx and mlx-lm (from package metadata: nothing is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import mlx_tune
+
+    out = {"mlx_tune": mlx_tune.__version__}
+    for pkg in ("mlx", "mlx-lm"):
+        try:
+            out[pkg.replace("-", "_")] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg.replace("-", "_")] = None
+    return out
