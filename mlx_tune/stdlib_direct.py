@@ -11,7 +11,9 @@ The modules are read as text from the running interpreter's library folder and p
 ``ast``; nothing is imported. Docstrings with examples (``>>>``), literal blocks or too few words
 are skipped, and reST/Markdown markup is reduced to plain text with `code` spans. The symbols are
 split into two disjoint halves by a hash of their name, so the repository set (``pool="repo"``)
-and the domain set (``pool="domain"``) never ask about the same thing.
+and the domain set (``pool="domain"``) never ask about the same thing. A quarter of the records
+answer general questions about the language ("What is the difference between `is` and `==`?")
+from hand-written answers in ``stdlib_data/python_facts.yaml``, whose topics are split the same way.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ import random
 import re
 import sysconfig
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
+
+import yaml
 
 from mlx_tune import UserError, records
 
@@ -44,16 +49,11 @@ MODULES: tuple[str, ...] = tuple(
 _FILES = {"os.path": ("posixpath.py", "genericpath.py"), "datetime": ("datetime.py", "_pydatetime.py")}
 
 
-def module_files(module: str) -> tuple[str, ...]:
-    """Candidate source files of ``module``, relative to the library folder."""
-    rel = module.replace(".", "/")
-    return _FILES.get(module, (f"{rel}.py", f"{rel}/__init__.py"))
-
-
 MIN_WORDS = 6  # a first sentence shorter than this says too little to answer from
 MAX_ANSWER_CHARS = 480
 MAX_NEED_WORDS = 20  # longer summaries make unnatural "how can I ..." questions
 MAX_SIGNATURE = 60
+FACT_SHARE = 0.25  # of a pool's direct records, as far as its hand-written facts reach
 
 # Verbs docstrings start with (PEP 257's imperative "Return ..."); a summary starting with one of
 # these, or its third-person form, reads as "`name` returns ...".
@@ -114,7 +114,7 @@ def clean_paragraph(doc: str) -> str | None:
     text = " ".join(para.split())
     text = _ROLE.sub(lambda m: f"`{_role_target(m)}`", text)
     text = re.sub(r"``(.+?)``", r"`\1`", text)
-    text = re.sub(r"`([^`' ]+)'", r"`\1`", text)  # old-style `quotes'"
+    text = re.sub(r"`([^`' ]+)'", r"`\1`", text)  # old-style `quotes'
     text = re.sub(r"`([^`]+)`_", r"\1", text)
     text = re.sub(r"(?<![\w*`])\*\*?([A-Za-z][^*]*?)\*\*?(?![\w*])", r"\1", text)
     if "``" in text or re.search(r":\w+:`", text) or text.count("`") % 2 or text.endswith(":"):
@@ -142,12 +142,10 @@ def _signature(node: ast.FunctionDef | ast.AsyncFunctionDef | None, drop_first: 
     if node is None:
         return ""
     args = ast.arguments(**{f: getattr(node.args, f) for f in node.args._fields})
-    positional = list(args.posonlyargs) + list(args.args)
-    if drop_first and positional:
-        if args.posonlyargs:
-            args.posonlyargs = args.posonlyargs[1:]
-        else:
-            args.args = args.args[1:]
+    if drop_first and args.posonlyargs:
+        args.posonlyargs = args.posonlyargs[1:]
+    elif drop_first:
+        args.args = args.args[1:]
     # parameters named with a leading underscore are implementation details (copy.deepcopy's _nil)
     n_private = sum(a.arg.startswith("_") for a in args.args[len(args.args) - len(args.defaults) :])
     if n_private and all(a.arg.startswith("_") for a in args.args[-n_private:]):
@@ -180,11 +178,8 @@ def _public_names(tree: ast.Module) -> set[str] | None:
 
 def _decorated_away(node: ast.AST) -> bool:
     """Properties, overloads and other wrappers whose docstring is not a plain call's."""
-    for d in getattr(node, "decorator_list", []):
-        name = d.attr if isinstance(d, ast.Attribute) else getattr(d, "id", "")
-        if name not in ("staticmethod", "classmethod", "wraps", "_wraps"):
-            return True
-    return False
+    names = [d.attr if isinstance(d, ast.Attribute) else getattr(d, "id", "") for d in node.decorator_list]
+    return any(n not in ("staticmethod", "classmethod", "wraps", "_wraps") for n in names)
 
 
 def _entry(module: str, qualname: str, kind: str, node: ast.AST, signature: str) -> Entry | None:
@@ -193,12 +188,9 @@ def _entry(module: str, qualname: str, kind: str, node: ast.AST, signature: str)
     if not text:
         return None
     summary, rest = split_summary(text)
-    if len(summary.split()) < MIN_WORDS or not summary[0].isupper():
+    if len(summary.split()) < MIN_WORDS or not summary[0].isupper() or len(summary) > MAX_ANSWER_CHARS:
         return None
-    if len(summary) + len(rest) > MAX_ANSWER_CHARS:
-        rest = ""
-    if len(summary) > MAX_ANSWER_CHARS:
-        return None
+    rest = rest if len(summary) + len(rest) <= MAX_ANSWER_CHARS else ""
     return Entry(module, f"{module}.{qualname}", kind, signature, summary, rest)
 
 
@@ -237,20 +229,18 @@ def all_entries(stdlib_dir: str | None = None) -> tuple[Entry, ...]:
     base = Path(stdlib_dir or sysconfig.get_paths()["stdlib"])
     found: dict[str, Entry] = {}
     for module in MODULES:
-        for rel in module_files(module):
-            path = base / rel
+        rel = module.replace(".", "/")
+        for file in _FILES.get(module, (f"{rel}.py", f"{rel}/__init__.py")):
+            path = base / file
             if not path.is_file():
                 continue
             for e in module_entries(module, path.read_text(encoding="utf-8")):
                 found.setdefault(e.symbol, e)
     # a summary shared by several names (an alias, an override) would give one question two answers
-    seen: set[str] = set()
-    unique = []
+    unique: dict[str, Entry] = {}
     for e in sorted(found.values(), key=lambda e: e.symbol):
-        if e.summary.lower() not in seen:
-            seen.add(e.summary.lower())
-            unique.append(e)
-    return tuple(unique)
+        unique.setdefault(e.summary.lower(), e)
+    return tuple(unique.values())
 
 
 def pool_of(symbol: str) -> str:
@@ -273,9 +263,7 @@ def _verb_form(word: str) -> str | None:
     person, ``None`` if the summary does not start with a known verb."""
     w = word.lower()
     if w in VERBS:
-        if w in ("do", "go"):
-            return w + "es"
-        if re.search(r"(s|sh|ch|x|z)$", w):
+        if re.search(r"(s|sh|ch|x|z|o)$", w):  # do -> does
             return w + "es"
         if re.search(r"[^aeiou]y$", w):
             return w[:-1] + "ies"
@@ -320,10 +308,11 @@ def _conjugate_and(tail: str) -> str:
 
 
 def _leading_verb(e: Entry) -> str | None:
-    """The summary's first word if it is a verb (not the definition's own name, as in "Filter
-    instances are used ...")."""
+    """The summary's first word as a verb ("returns"), or ``None``; a class's own name is a noun
+    ("Filter instances are used ..." of logging.Filter)."""
     first = e.summary.split(" ", 1)[0]
-    return None if first.lower() == e.symbol.rsplit(".", 1)[-1].lower() else _verb_form(first)
+    own_name = e.kind == "class" and first.lower() == e.symbol.rsplit(".", 1)[-1].lower()
+    return None if own_name else _verb_form(first)
 
 
 def describe(e: Entry) -> str:
@@ -376,22 +365,20 @@ QUESTIONS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def _applies(kind: str, e: Entry) -> bool:
-    if kind == "any":
-        return True
-    if kind == "callable":
-        return e.kind in ("function", "method")
-    if kind == "signature":
-        return e.kind == "function" and bool(e.signature)
-    if kind == "need":
-        return _need(e) is not None
-    return e.kind == kind
+# the entries each "applies to" kind of QUESTIONS fits
+_APPLIES = {
+    "any": lambda e: True,
+    "callable": lambda e: e.kind in ("function", "method"),
+    "signature": lambda e: e.kind == "function" and bool(e.signature),
+    "need": lambda e: _need(e) is not None,
+    **{kind: lambda e, kind=kind: e.kind == kind for kind in ("function", "class", "method")},
+}
 
 
 def question_answer(e: Entry, rng: random.Random) -> tuple[str, str, str]:
     """``(template id, question, answer)`` for one entry, the template chosen with ``rng``;
     describe-the-need questions (no name in them) get about half the draws when they apply."""
-    shapes = [s for s in QUESTIONS if _applies(s[1], e)]
+    shapes = [s for s in QUESTIONS if _APPLIES[s[1]](e)]
     needs = [s for s in shapes if s[1] == "need"]
     named = [s for s in shapes if s[1] != "need"]
     tid, kind, text = rng.choice(needs if needs and rng.random() < 0.5 else named)
@@ -405,41 +392,59 @@ def question_answer(e: Entry, rng: random.Random) -> tuple[str, str, str]:
         what=e.kind,
     )
     answer = describe(e)
-    if kind == "need":
-        answer = f"Use {_code(e)} from the {e.module} module. {_it(answer, e)}"
+    if kind == "need":  # the name comes first, then the description goes on with "It ..."
+        it = answer.removeprefix(f"{_code(e)} ")
+        answer = f"Use {_code(e)} from the {e.module} module. " + (f"It {it}" if it != answer else answer)
     return f"direct.stdlib.{tid}", question, answer
 
 
-def _it(answer: str, e: Entry) -> str:
-    """The description with the name replaced by "It" (the name was just given)."""
-    prefix = f"{_code(e)} "
-    return "It " + answer[len(prefix) :] if answer.startswith(prefix) else answer
+@functools.lru_cache(maxsize=1)
+def python_facts() -> tuple[dict, ...]:
+    """The hand-written language facts, each with its ``pool``: the sorted topics alternate
+    between ``repo`` and ``domain``."""
+    text = (resources.files("mlx_tune") / "stdlib_data" / "python_facts.yaml").read_text(encoding="utf-8")
+    facts = sorted(yaml.safe_load(text), key=lambda f: f["topic"])
+    return tuple({**f, "pool": POOLS[i % 2]} for i, f in enumerate(facts))
+
+
+def _meta(template: str, source: str, symbol: str, kind: str, origin: str) -> dict:
+    return {
+        "category": "direct",
+        "origin": origin,
+        "source": source,
+        "generator": GENERATOR,
+        "template": template,
+        "style": "direct",
+        "shape": "direct",
+        "symbol": symbol,
+        "kind": kind,
+    }
 
 
 def build_direct(
     n: int, *, seed: int = 0, fmt: str = "tools", pool: str = "repo", stdlib_dir: str | None = None
 ) -> list[dict]:
-    """Up to ``n`` direct records about distinct standard-library symbols of ``pool``, chosen
-    and phrased with ``seed``; the same interpreter and seed give the same records."""
+    """Up to ``n`` direct records of ``pool`` in a seeded order: about :data:`FACT_SHARE` of them
+    language facts, the rest docstring answers about distinct standard-library symbols. The same
+    interpreter and seed give the same records."""
     if fmt not in records.FORMATS:
         raise UserError(f"--format: {fmt!r} is not one of {', '.join(records.FORMATS)}")
     if n < 0:
         raise UserError(f"--direct: {n} is negative")
     entries = pool_entries(pool, stdlib_dir)
+    facts = [f for f in python_facts() if f["pool"] == pool]
+    n_facts = min(len(facts), max(round(n * FACT_SHARE), n - len(entries)))
     rng = random.Random(seed)
     out = []
-    for e in rng.sample(entries, min(n, len(entries))):
+    for f in rng.sample(facts, n_facts):
+        qi = rng.randrange(len(f["questions"]))
+        meta = _meta(
+            f"direct.python.{f['topic']}.{qi}", "python:language", f["topic"], "concept", "synthetic"
+        )
+        out.append(records.direct_record(f["questions"][qi], " ".join(f["answer"].split()), meta, fmt))
+    for e in rng.sample(entries, min(n - n_facts, len(entries))):
         template, question, answer = question_answer(e, rng)
-        meta = {
-            "category": "direct",
-            "origin": "real",
-            "source": f"stdlib:{e.module}",
-            "generator": GENERATOR,
-            "template": template,
-            "style": "direct",
-            "shape": "direct",
-            "symbol": e.symbol,
-            "kind": e.kind,
-        }
+        meta = _meta(template, f"stdlib:{e.module}", e.symbol, e.kind, "real")
         out.append(records.direct_record(question, answer, meta, fmt))
+    rng.shuffle(out)
     return out

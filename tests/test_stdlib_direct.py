@@ -9,6 +9,7 @@ import pytest
 
 from mlx_tune import UserError, records
 from mlx_tune.stdlib_direct import (
+    FACT_SHARE,
     POOLS,
     all_entries,
     build_direct,
@@ -16,6 +17,7 @@ from mlx_tune.stdlib_direct import (
     describe,
     pool_entries,
     pool_of,
+    python_facts,
 )
 
 # A Qwen2.5-style chat template: tools and tool-call arguments rendered with tojson.
@@ -122,22 +124,23 @@ def test_records_valid_clean_and_rendered():
     shapes = set()
     for pool in POOLS:
         recs = build_direct(1000, seed=1, pool=pool)
-        assert len(recs) == len(pool_entries(pool))
+        facts = [f for f in python_facts() if f["pool"] == pool]
+        assert len(recs) == len(pool_entries(pool)) + len(facts)
         assert len({r["meta"]["symbol"] for r in recs}) == len(recs)
         for r in recs:
             assert records.validate_record(r) == []
             assert records.record_category(r) == "direct" and records.record_call(r) is None
             meta = r["meta"]
-            assert meta["category"] == "direct" and meta["origin"] == "real"
-            assert meta["style"] == meta["shape"] == "direct"
-            assert meta["source"] == f"stdlib:{meta['symbol'].split('.')[0]}" or meta["source"] in (
-                "stdlib:os.path",
-                "stdlib:urllib.parse",
-                "stdlib:email.utils",
-            )
-            assert meta["symbol"].startswith(meta["source"].removeprefix("stdlib:") + ".")
+            assert meta["category"] == "direct" and meta["style"] == meta["shape"] == "direct"
             assert not {"repo", "path", "root", "line", "defined_in"} & set(meta)
             question, answer = r["messages"][1]["content"], records.answer_of(r)["content"]
+            if meta["source"] == "python:language":  # a hand-written fact
+                assert meta["origin"] == "synthetic" and meta["template"].startswith("direct.python.")
+                assert meta["symbol"] in {f["topic"] for f in facts} and len(answer) > 150
+            else:
+                assert meta["origin"] == "real" and meta["source"].startswith("stdlib:")
+                assert meta["symbol"].startswith(meta["source"].removeprefix("stdlib:") + ".")
+                assert f"`{meta['symbol']}" in answer  # the answer names what it explains
             assert not MARKUP.search(re.sub(r"`[^`]*`", "", question + answer)), (question, answer)
             assert "``" not in question + answer
             assert (
@@ -145,7 +148,6 @@ def test_records_valid_clean_and_rendered():
                 and (answer[0].isupper() or answer[0] == "`")
                 and answer[-1] in ".!?)"
             )
-            assert f"`{meta['symbol']}" in answer  # the answer names what it explains
             shapes.add(meta["template"])
             text = template.render(messages=records.templated_messages(r), tools=r["tools"])
             assert answer in text and "<tool_call>" not in text.split("<|im_start|>assistant")[-1]
@@ -166,9 +168,21 @@ def test_pools_are_disjoint():
     repo = {r["meta"]["symbol"] for r in build_direct(1000, pool="repo")}
     domain = {r["meta"]["symbol"] for r in build_direct(1000, pool="domain")}
     assert repo and domain and not repo & domain
-    assert {pool_of(s) for s in repo} == {"repo"} and {pool_of(s) for s in domain} == {"domain"}
+    assert {pool_of(s) for s in repo if "." in s} == {"repo"}
+    assert {pool_of(s) for s in domain if "." in s} == {"domain"}
     questions = [r["messages"][1]["content"] for p in POOLS for r in build_direct(1000, pool=p, seed=5)]
     assert len(questions) == len(set(questions))
+
+
+def test_fact_share():
+    for n in (8, 40):
+        recs = build_direct(n, seed=2, pool="repo")
+        facts = [r for r in recs if r["meta"]["source"] == "python:language"]
+        assert len(recs) == n and len(facts) == round(n * FACT_SHARE)
+        # the facts are mixed in, not all at the front
+        assert records.answer_of(recs[0]) and {r["meta"]["source"] for r in recs[: n // 2]} != {
+            "python:language"
+        }
 
 
 def test_deterministic_and_seeded():
@@ -194,6 +208,7 @@ def test_nothing_is_imported():
     code = (
         "import json, sys\n"
         "from mlx_tune import stdlib_direct as s\n"
+        "s.python_facts()\n"  # its package-data reader (importlib.resources) may import zipfile
         "before = set(sys.modules)\n"
         "n = len(s.build_direct(1000, pool='repo')) + len(s.build_direct(1000, pool='domain'))\n"
         "watched = [m for m in s.MODULES if m not in before]\n"
