@@ -4,8 +4,9 @@ A query that needs a tool has a *target*: ``meta.path``, the file its reference 
 ``meta.line`` when set. Calls run through :class:`mlx_tune.tools.Sandbox` (time limit per call).
 
 - A grep *finds the target* when its scope (``path``, default the whole repository) contains the
-  target file and its pattern matches the target line (any line of that file without
-  ``meta.line``).
+  target file and its pattern matches a target line there: ``meta.line`` or a line the
+  reference's own grep finds in that file (a grep-then-read record's grep finds the docstring,
+  its answer cites the ``def``); any line of the file when there is neither.
 - A grep is *over-broad* when, searched over the whole repository, it matches more than
   ``max(3, 3 x)`` the files the reference pattern matches or more than ``max(30, 3 x)`` its lines.
   The line bound keeps small folders honest, where every pattern matches few files. So ``.``,
@@ -133,8 +134,9 @@ class CallChecker:
         found = self.profile(root, args["pattern"])
         if found is None or found.broader_than(ref):
             return False
+        wanted_lines = ref.by_file.get(target, frozenset()) | ({line} if line is not None else set())
         lines = found.by_file.get(target, frozenset())
-        return line in lines if line is not None else bool(lines)
+        return bool(lines & wanted_lines) if wanted_lines else bool(lines)
 
     def _negative_grep(self, root: Path, args: dict, ref: tuple, ref_profile: Profile) -> bool:
         scope = resolve_inside(root, args.get("path") or ".")

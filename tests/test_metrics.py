@@ -128,10 +128,15 @@ def test_grep_call_matches_only_when_specific_and_on_target(check):
     assert check(elsewhere, q) == (False, False)
     missing_dir = tool_text("grep", {"pattern": r"class Thing0\b", "path": "nowhere"})
     assert check(missing_dir, q) == (False, False)
-    # With meta.line the pattern must find that line, not only the file.
-    on_line = grep_query(0, line=2)
+    # A target line: meta.line (the answer's) or one the reference grep finds; not just the file.
+    on_line = records.tool_call_record(
+        "Where is 0 stored?", "grep", {"pattern": r"value = 0\b"}, {**q["meta"], "line": 2}
+    )
     assert check(tool_text("grep", {"pattern": r"value = 0\b"}), on_line) == (True, True)
     assert check(tool_text("grep", {"pattern": r"class Thing0\b"}), on_line) == (False, False)
+    answer_line = grep_query(0, line=2)  # grep finds the class line, the answer cites line 2
+    assert check(tool_text("grep", {"pattern": r"class Thing0\b"}), answer_line) == (True, True)
+    assert check(tool_text("grep", {"pattern": r"value = 0\b"}), answer_line) == (True, True)
 
 
 def test_read_answers_and_the_right_file_for_a_grep_question(check):
