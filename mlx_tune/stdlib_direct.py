@@ -53,6 +53,7 @@ MIN_WORDS = 6  # a first sentence shorter than this says too little to answer fr
 MAX_ANSWER_CHARS = 480
 MAX_NEED_WORDS = 20  # longer summaries make unnatural "how can I ..." questions
 MAX_SIGNATURE = 60
+NEED_SHARE = 0.7  # of the entries a describe-the-need question fits, the share that gets one
 FACT_SHARE = 0.25  # of a pool's direct records, as far as its hand-written facts reach
 
 # Verbs docstrings start with (PEP 257's imperative "Return ..."); a summary starting with one of
@@ -327,12 +328,17 @@ def describe(e: Entry) -> str:
     elif first == "Whether" and e.kind != "class":
         head = f"{_code(e)} returns whether {tail}"
     elif _is_noun_phrase(e):
-        phrase = tail if first in ("A", "An") else _lower_first(e.summary)
-        article = "an" if phrase[0].lower() in "aeiou" else "a"
-        head = f"{_code(e)} is {article} {phrase}"
+        head = f"{_code(e)} is {_noun_phrase(e)}"
     else:
         head = f"{_code(e)} is part of the {e.module} module. Its documentation says: {e.summary}"
     return f"{head} {e.rest}".strip()
+
+
+def _noun_phrase(e: Entry) -> str:
+    """A noun-phrase summary with its article: "a dict subclass for counting hashable items."."""
+    first, _, tail = e.summary.partition(" ")
+    phrase = tail if first in ("A", "An") else _lower_first(e.summary)
+    return ("an " if phrase[0].lower() in "aeiou" else "a ") + phrase
 
 
 def _is_noun_phrase(e: Entry) -> bool:
@@ -362,6 +368,8 @@ QUESTIONS: tuple[tuple[str, str, str], ...] = (
     ("need-stdlib", "need", "Is there something in Python's standard library to {need}?"),
     ("need-which", "need", "Which {what} in Python's {module} module can I use to {need}?"),
     ("need-want", "need", "I want to {need} in Python. What should I use?"),
+    ("noun-which", "noun", "Which class in Python's {module} module is {noun}?"),
+    ("noun-stdlib", "noun", "Does the Python standard library have {noun}?"),
 )
 
 
@@ -371,17 +379,18 @@ _APPLIES = {
     "callable": lambda e: e.kind in ("function", "method"),
     "signature": lambda e: e.kind == "function" and bool(e.signature),
     "need": lambda e: _need(e) is not None,
+    "noun": lambda e: e.kind == "class" and _is_noun_phrase(e) and len(e.summary.split()) <= MAX_NEED_WORDS,
     **{kind: lambda e, kind=kind: e.kind == kind for kind in ("function", "class", "method")},
 }
 
 
 def question_answer(e: Entry, rng: random.Random) -> tuple[str, str, str]:
     """``(template id, question, answer)`` for one entry, the template chosen with ``rng``;
-    describe-the-need questions (no name in them) get about half the draws when they apply."""
+    describe-the-need questions (no name in them) get :data:`NEED_SHARE` of the draws where they fit."""
     shapes = [s for s in QUESTIONS if _APPLIES[s[1]](e)]
-    needs = [s for s in shapes if s[1] == "need"]
-    named = [s for s in shapes if s[1] != "need"]
-    tid, kind, text = rng.choice(needs if needs and rng.random() < 0.5 else named)
+    needs = [s for s in shapes if s[1] in ("need", "noun")]
+    named = [s for s in shapes if s[1] not in ("need", "noun")]
+    tid, kind, text = rng.choice(needs if needs and rng.random() < NEED_SHARE else named)
     parts = e.symbol[len(e.module) + 1 :].split(".")
     question = text.format(
         q=e.symbol,
@@ -389,10 +398,11 @@ def question_answer(e: Entry, rng: random.Random) -> tuple[str, str, str]:
         module=e.module,
         cls=f"{e.module}.{parts[0]}",
         need=_need(e) or "",
+        noun=_noun_phrase(e).rstrip(".") if kind == "noun" else "",
         what=e.kind,
     )
     answer = describe(e)
-    if kind == "need":  # the name comes first, then the description goes on with "It ..."
+    if kind in ("need", "noun"):  # the name comes first, then the description goes on with "It ..."
         it = answer.removeprefix(f"{_code(e)} ")
         answer = f"Use {_code(e)} from the {e.module} module. " + (f"It {it}" if it != answer else answer)
     return f"direct.stdlib.{tid}", question, answer
@@ -408,17 +418,8 @@ def python_facts() -> tuple[dict, ...]:
 
 
 def _meta(template: str, source: str, symbol: str, kind: str, origin: str) -> dict:
-    return {
-        "category": "direct",
-        "origin": origin,
-        "source": source,
-        "generator": GENERATOR,
-        "template": template,
-        "style": "direct",
-        "shape": "direct",
-        "symbol": symbol,
-        "kind": kind,
-    }
+    meta = {"category": "direct", "origin": origin, "source": source, "generator": GENERATOR}
+    return meta | {"template": template, "style": "direct", "shape": "direct", "symbol": symbol, "kind": kind}
 
 
 def build_direct(
