@@ -299,7 +299,25 @@ def load_results(out_dir: str | Path) -> dict:
     for i, m in enumerate(results["models"]):
         if not isinstance(m, dict) or not isinstance(m.get("name"), str):
             raise UserError(f"{path}: models[{i}]: expected an object with a 'name'")
+        for key in ("accuracy", "ci"):
+            table = m.get(key)
+            if table is not None and not isinstance(table, dict):
+                raise UserError(f"{path}: models[{i}].{key}: expected an object")
+            for metric, value in (table or {}).items():
+                if not _figure_ok(value, key == "ci"):
+                    raise UserError(f"{path}: models[{i}].{key}.{metric}: {value!r} is not a figure")
     return results
+
+
+def _figure_ok(value: Any, interval: bool) -> bool:
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if value is None:
+        return True
+    if interval:
+        return isinstance(value, list) and len(value) == 2 and all(number(v) for v in value)
+    return number(value)
 
 
 def redraw(out_dir: str | Path) -> dict:

@@ -166,3 +166,28 @@ def test_fused_agreement_from_predictions(tmp_path):
     }
     results = {"models": [], "fused_agreement": bench.fused_agreement(entries, tmp_path)}
     assert "p7-fused-8bit answers exactly as p7 on 75% of 4 queries" in bench_report.format_markdown(results)
+
+
+def test_report_refuses_a_malformed_results_file(tmp_path):
+    for text, message in [
+        ("{not json", "results.json: not a results file"),
+        ('{"models": [{"name": "m", "accuracy": {"macro_f1": "high"}}]}', "models[0].accuracy.macro_f1"),
+        ('{"models": [{"name": "m", "ci": {"macro_f1": [0.1]}}]}', "models[0].ci.macro_f1"),
+        ('{"models": [3]}', "models[0]: expected an object"),
+    ]:
+        (tmp_path / "results.json").write_text(text)
+        result = CliRunner().invoke(bench.command, ["report", str(tmp_path)])
+        assert result.exit_code == 1 and message in result.output, (text, result.output)
+        assert "Traceback" not in result.output
+
+
+def test_interrupted_score_exits_130(project, monkeypatch):
+    tmp, _ = project
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "score_predictions", interrupted)
+    args = ["score", "--queries", str(tmp / "test.jsonl"), "--predictions", str(tmp / "answers.jsonl")]
+    result = CliRunner().invoke(bench.command, [*args, "--out", str(tmp / "o")])
+    assert result.exit_code == 130 and "interrupted" in result.output
