@@ -151,7 +151,10 @@ def parse_prediction(text: str, fmt: str = "tools") -> Prediction:
         return Prediction(
             "invalid", True, tool=tool, arguments=arguments, problems=[f"unknown tool {tool!r}"]
         )
-    problems = records.validate_call_arguments(tool, arguments)
+    try:
+        problems = records.validate_call_arguments(tool, arguments)
+    except (RecursionError, MemoryError, OverflowError):  # re.compile of a pathologically nested pattern
+        problems = ["arguments: pattern nested too deeply to compile"]
     return Prediction(tool, True, valid=not problems, tool=tool, arguments=arguments, problems=problems)
 
 

@@ -71,6 +71,8 @@ def test_parse_valid_invalid_and_code_mode():
     deep = metrics.parse_prediction("<tool_call>" + "[" * 100_000 + "</tool_call>")
     assert (deep.category, deep.attempted_call) == ("invalid", True)
     assert metrics.parse_prediction(tool_text("rm", {"path": "x"})).category == "invalid"
+    nested = metrics.parse_prediction(tool_text("grep", {"pattern": "(" * 5000 + ")" * 5000}))
+    assert (nested.category, nested.valid) == ("grep", False) and "nested" in nested.problems[0]
     missing = metrics.parse_prediction(tool_text("grep", {"path": "demo"}))
     assert missing.category == "grep" and not missing.valid
     ok = metrics.parse_prediction("```python\ngrep('class Thing0', path='demo')\n```", "code")
