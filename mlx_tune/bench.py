@@ -170,6 +170,7 @@ def run_benchmark(
                     "decoding": "greedy",
                     "repos_dir": str(repos_dir),
                     "html_dir": str(html_dir),
+                    "missing_repos": metrics.missing_repositories(query_records, repos_dir, html_dir),
                 },
                 "models": [],
             }

@@ -150,6 +150,17 @@ def _settings_line(results: dict) -> str:
     )
 
 
+def _missing_note(results: dict) -> str:
+    s = results.get("settings", {})
+    missing = s.get("missing_repos") or []
+    if not missing:
+        return ""
+    return (
+        f"NOTE: no folder for repositories {', '.join(missing)} in {s.get('repos_dir')} "
+        f"(HTML: {s.get('html_dir')}): their queries' call metrics are not checked."
+    )
+
+
 def format_table(results: dict) -> str:
     """Accuracy (models and baselines, with 95% intervals) and speed tables as plain text."""
     lines = _plain(*_keep(_acc_header(results["models"]), _acc_rows(results["models"])))
@@ -157,6 +168,8 @@ def format_table(results: dict) -> str:
     if rows and any(c != "-" for r in rows for c in r[1:]):
         lines += ["", *_plain(header, rows)]
     lines.append(_settings_line(results) + "; 95% intervals in brackets")
+    if _missing_note(results):
+        lines.append(_missing_note(results))
     lines += [f"FAILED {m['name']}: {m['error']}" for m in results["models"] if m.get("error")]
     return "\n".join(lines)
 
@@ -173,6 +186,7 @@ def format_markdown(results: dict) -> str:
         "",
         "## Accuracy",
         "",
+        *([_missing_note(results), ""] if _missing_note(results) else []),
         "Percentages with 95% intervals in brackets (Wilson for shares of queries; seeded bootstrap "
         "for balanced discrimination, macro-F1 and ROUGE-L); `n/a` where no query qualifies. "
         "Baselines need no model (see `mlx_tune/baselines.py`).",

@@ -168,6 +168,7 @@ def score_predictions(
                 "predictions_sha256": sha256_file(predictions),
                 "repos_dir": str(repos_dir),
                 "html_dir": str(html_dir),
+                "missing_repos": metrics.missing_repositories(query_records, repos_dir, html_dir),
             },
             "models": [entry, *baseline_entries(query_records, stage, **score_kw)],
         }

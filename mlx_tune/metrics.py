@@ -181,6 +181,21 @@ def repo_root(
     return folder if folder.is_dir() else None
 
 
+def missing_repositories(
+    queries: Sequence[dict],
+    repos_dir: str | os.PathLike = DEFAULT_REPOS_DIR,
+    html_dir: str | os.PathLike = DEFAULT_HTML_DIR,
+) -> list[str]:
+    """Names (``meta.repo``) that tool queries need but :func:`repo_root` does not find: their
+    call metrics are not checked (``None``)."""
+    missing = {
+        str((q.get("meta") or {}).get("repo"))
+        for q in queries
+        if expected_category(q) != "direct" and repo_root(q, repos_dir, html_dir) is None
+    }
+    return sorted(missing)
+
+
 # ---------------------------------------------------------------- scoring
 
 

@@ -93,6 +93,12 @@ def test_bench_score_end_to_end_and_report(project):
     again = CliRunner().invoke(cli_main, ["bench", "report", str(out)])  # through `mlx-tune bench`
     assert again.exit_code == 0, again.output
     assert (out / "results.md").read_text() == md and (out / "chart.png").read_bytes()[:8] == PNG
+    assert data["settings"]["missing_repos"] == [] and "NOTE" not in md
+    # Without the repository the call metrics are n/a, and the table says why.
+    args[args.index(str(tmp / "repos"))] = str(tmp / "elsewhere")
+    result = CliRunner().invoke(bench.command, ["score", *args])
+    assert result.exit_code == 0 and "NOTE: no folder for repositories demo" in result.output
+    assert json.loads((out / "results.json").read_text())["models"][0]["accuracy"]["call_match"] is None
     missing = CliRunner().invoke(bench.command, ["report", str(tmp / "nothing")])
     assert missing.exit_code == 1 and "results.json: no such file" in missing.output
 
