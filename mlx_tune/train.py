@@ -24,7 +24,7 @@ import signal
 import time
 from pathlib import Path
 
-from mlx_tune import UserError, fileio, prefix
+from mlx_tune import UserError, fileio, interchange, prefix
 
 # Re-exported: other modules and users import these from mlx_tune.train.
 from mlx_tune.batching import (  # noqa: F401
@@ -370,7 +370,14 @@ def train(
     resolved["iters"] = iters
     resolved["lora_scale"] = s.lora_scale
     resolved["shared_prefix_used"] = shared
-    adapter_config = {**resolved, **adapter_keys, "model": s.model}
+    # mlx-lm's own keys (lr_schedule as its mapping, optimizer_config), so `mlx_lm lora -c` on this
+    # file trains with the same schedule and weight decay.
+    adapter_config = {
+        **resolved,
+        **adapter_keys,
+        **interchange.mlx_lm_training_keys(s, total_updates),
+        "model": s.model,
+    }
     run_state = {
         "data_fingerprint": train_data.fingerprint,
         "settings": {
