@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import statistics
 import time
 import traceback
@@ -48,9 +47,13 @@ from mlx_tune.bench_measure import machine_info, measure_load_time, model_sizes,
 from mlx_tune.bench_report import ACCURACY_KEYS, format_table, redraw  # noqa: F401  (ACCURACY_KEYS: public)
 from mlx_tune.bench_score import (
     AGENT_KEYS,
+    HTML_OPTION,
     MEASURED_KEYS,
+    REPO_OPTION,
+    REPOS_OPTION,
     baseline_entries,
-    safe_name,
+    fused_agreement,
+    named_roots,
     score_predictions,
     scored_fields,
     staged_output,
@@ -58,7 +61,7 @@ from mlx_tune.bench_score import (
     write_outputs,
     write_predictions,
 )
-from mlx_tune.fileio import read_jsonl, sha256_file
+from mlx_tune.fileio import sha256_file
 
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_BATCH_SIZE = 32
@@ -138,9 +141,12 @@ def run_benchmark(
     progress: bool = True,
     repos_dir: str | os.PathLike = metrics.DEFAULT_REPOS_DIR,
     html_dir: str | os.PathLike = metrics.DEFAULT_HTML_DIR,
+    roots: dict[str, str] | None = None,
 ) -> dict:
     """Benchmark ``models`` (name -> spec) and the baselines on ``queries``; write the results
-    into ``out_dir`` (all files at once, at the end) and return them (the ``results.json`` object)."""
+    into ``out_dir`` (all files at once, at the end) and return them (the ``results.json`` object).
+    Calls run in ``repos_dir/<meta.repo>``, ``html_dir``, or ``roots[meta.repo]`` (default:
+    :func:`mlx_tune.bench_score.named_roots`)."""
     from tqdm import tqdm
 
     if not models:
@@ -149,7 +155,8 @@ def run_benchmark(
         raise UserError("--batch-size, --max-tokens and --limit must be >= 1, --repeats >= 0")
     queries = Path(queries)
     query_records = load_queries(queries, limit)
-    score_kw = {"repos_dir": Path(repos_dir), "html_dir": Path(html_dir)}
+    roots = named_roots((), repos_dir) if roots is None else roots
+    score_kw = {"repos_dir": Path(repos_dir), "html_dir": Path(html_dir), "named_roots": roots}
     with staged_output(out_dir) as stage:
         handler = logging.FileHandler(stage / "bench.log", mode="w", encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -170,7 +177,8 @@ def run_benchmark(
                     "decoding": "greedy",
                     "repos_dir": str(repos_dir),
                     "html_dir": str(html_dir),
-                    "missing_repos": metrics.missing_repositories(query_records, repos_dir, html_dir),
+                    "named_roots": roots,
+                    "missing_repos": metrics.missing_repositories(query_records, **score_kw),
                 },
                 "models": [],
             }
@@ -214,23 +222,6 @@ def run_benchmark(
     return results
 
 
-def fused_agreement(entries: list[dict], stage: Path) -> dict[str, dict]:
-    """For each fused model benchmarked beside the adapter it was fused from (``phase7-fused-8bit``
-    beside ``phase7``): the share of queries whose answers are identical, from the predictions."""
-    ok = {m["name"] for m in entries if not m.get("error")}
-    out = {}
-    for name in sorted(ok):
-        m = re.fullmatch(r"(.+?)-fused-.+", name)
-        if m and m.group(1) in ok:
-            fused, adapter = (
-                [r["text"] for r in read_jsonl(stage / "predictions" / f"{safe_name(n)}.jsonl")]
-                for n in (name, m.group(1))
-            )
-            same = sum(a == b for a, b in zip(fused, adapter, strict=True))
-            out[name] = {"adapter": m.group(1), "identical": same / len(fused), "queries": len(fused)}
-    return out
-
-
 def _failed_entry(name: str, spec: str, message: str) -> dict:
     entry: dict[str, Any] = {"name": name, "kind": "model", "spec": spec}
     entry.update(dict.fromkeys(MEASURED_KEYS + AGENT_KEYS + ("confusion", "counts", "subsets")))
@@ -241,23 +232,6 @@ def _failed_entry(name: str, spec: str, message: str) -> dict:
 
 
 # ---------------------------------------------------------------- commands
-
-_REPOS_OPTION = click.option(
-    "--repos",
-    "repos_dir",
-    default=str(metrics.DEFAULT_REPOS_DIR),
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder holding one sub-folder per repository: a query's calls run in the one its "
-    "meta.repo names (never in a folder the query file names).",
-)
-_HTML_OPTION = click.option(
-    "--html-dir",
-    default=str(metrics.DEFAULT_HTML_DIR),
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder the HTML records' calls run in.",
-)
 
 
 @click.group("bench", invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -301,12 +275,24 @@ _HTML_OPTION = click.option(
     type=click.Path(file_okay=False, path_type=Path),
     help="Output folder. Default: benchmarks/run-<timestamp>.",
 )
-@_REPOS_OPTION
-@_HTML_OPTION
+@REPOS_OPTION
+@REPO_OPTION
+@HTML_OPTION
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
 def command(
-    ctx, model_opts, queries, repeats, max_tokens, batch_size, limit, out_dir, repos_dir, html_dir, quiet
+    ctx,
+    model_opts,
+    queries,
+    repeats,
+    max_tokens,
+    batch_size,
+    limit,
+    out_dir,
+    repos_dir,
+    repo_opts,
+    html_dir,
+    quiet,
 ) -> None:
     """Benchmark models side by side: accuracy with 95% intervals against baselines, load time,
     speed, memory, size, perplexity.
@@ -337,6 +323,7 @@ def command(
             progress=not quiet,
             repos_dir=repos_dir,
             html_dir=html_dir,
+            roots=named_roots(repo_opts, repos_dir),
         )
     except UserError as e:
         raise click.ClickException(str(e)) from None
@@ -378,14 +365,21 @@ def _finish(results: dict, out_dir: Path) -> None:
     "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder."
 )
 @click.option("--name", help="Name of the scored answers in the table. Default: the predictions file's name.")
-@_REPOS_OPTION
-@_HTML_OPTION
-def score_command(queries, predictions, out_dir, name, repos_dir, html_dir) -> None:
+@REPOS_OPTION
+@REPO_OPTION
+@HTML_OPTION
+def score_command(queries, predictions, out_dir, name, repos_dir, repo_opts, html_dir) -> None:
     """Score answers made elsewhere (an API model, LM Studio, mlx_lm.server) without loading a
     model: the same results.json, results.md and chart.png as `mlx-tune bench`, with baselines."""
     try:
         results = score_predictions(
-            queries, predictions, out_dir, name=name, repos_dir=repos_dir, html_dir=html_dir
+            queries,
+            predictions,
+            out_dir,
+            name=name,
+            repos_dir=repos_dir,
+            html_dir=html_dir,
+            roots=named_roots(repo_opts, repos_dir),
         )
     except UserError as e:
         raise click.ClickException(str(e)) from None

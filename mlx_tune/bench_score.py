@@ -23,10 +23,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import click
+
 from mlx_tune import UserError, baselines, metrics
 from mlx_tune.bench_inputs import load_queries, read_jsonl_lines
 from mlx_tune.bench_report import format_markdown, plot_results
-from mlx_tune.fileio import sha256_file, write_json, write_jsonl, write_text
+from mlx_tune.fileio import read_jsonl, sha256_file, write_json, write_jsonl, write_text
 
 # Fields of a model row that only a model run measures: None for baselines and scored answers.
 MEASURED_KEYS = (
@@ -73,6 +75,44 @@ def staged_output(out_dir: str | os.PathLike) -> Iterator[Path]:
         os.replace(stage / "results.json", out_dir / "results.json")
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def named_roots(
+    options: tuple[str, ...] | list[str] = (), repos_dir: str | os.PathLike = "."
+) -> dict[str, str]:
+    """Repository folders the benchmark names itself: ``--repo NAME=DIR`` options and, unless
+    ``repos_dir`` holds a folder of that name, ``mlx_tune`` (the domain set's default repository,
+    this project's library source) as the installed package folder."""
+    import mlx_tune
+
+    roots = {}
+    if not (Path(repos_dir) / "mlx_tune").is_dir():
+        roots["mlx_tune"] = str(Path(mlx_tune.__file__).resolve().parent)
+    for opt in options:
+        name, sep, folder = opt.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9][\w.-]*", name) or ".." in name or not folder:
+            raise UserError(f"--repo {opt!r}: expected NAME=DIR with a plain repository name")
+        if not Path(folder).is_dir():
+            raise UserError(f"--repo {opt!r}: {folder}: no such folder")
+        roots[name] = folder
+    return roots
+
+
+def fused_agreement(entries: list[dict], stage: Path) -> dict[str, dict]:
+    """For each fused model benchmarked beside the adapter it was fused from (``phase7-fused-8bit``
+    beside ``phase7``): the share of queries whose answers are identical, from the predictions."""
+    ok = {m["name"] for m in entries if not m.get("error")}
+    out = {}
+    for name in sorted(ok):
+        m = re.fullmatch(r"(.+?)-fused-.+", name)
+        if m and m.group(1) in ok:
+            fused, adapter = (
+                [r["text"] for r in read_jsonl(stage / "predictions" / f"{safe_name(n)}.jsonl")]
+                for n in (name, m.group(1))
+            )
+            same = sum(a == b for a, b in zip(fused, adapter, strict=True))
+            out[name] = {"adapter": m.group(1), "identical": same / len(fused), "queries": len(fused)}
+    return out
 
 
 def safe_name(name: str) -> str:
@@ -141,6 +181,7 @@ def score_predictions(
     name: str | None = None,
     repos_dir: str | os.PathLike = metrics.DEFAULT_REPOS_DIR,
     html_dir: str | os.PathLike = metrics.DEFAULT_HTML_DIR,
+    roots: dict[str, str] | None = None,
     timeout_s: float = metrics.CALL_TIMEOUT_S,
 ) -> dict:
     """Score answers made elsewhere and write the run's folder; return the ``results.json`` object."""
@@ -148,7 +189,9 @@ def score_predictions(
     query_records = load_queries(queries)
     texts = read_predictions(predictions, len(query_records))
     name = name or predictions.stem
-    score_kw = {"repos_dir": repos_dir, "html_dir": html_dir, "timeout_s": timeout_s}
+    roots = named_roots((), repos_dir) if roots is None else roots
+    where = {"repos_dir": repos_dir, "html_dir": html_dir, "named_roots": roots}
+    score_kw = {**where, "timeout_s": timeout_s}
     with staged_output(out_dir) as stage:
         scored = metrics.score(query_records, texts, **score_kw)
         write_predictions(stage, name, texts, scored)
@@ -168,7 +211,8 @@ def score_predictions(
                 "predictions_sha256": sha256_file(predictions),
                 "repos_dir": str(repos_dir),
                 "html_dir": str(html_dir),
-                "missing_repos": metrics.missing_repositories(query_records, repos_dir, html_dir),
+                "named_roots": roots,
+                "missing_repos": metrics.missing_repositories(query_records, **where),
             },
             "models": [entry, *baseline_entries(query_records, stage, **score_kw)],
         }
@@ -196,3 +240,31 @@ def versions() -> dict:
         except PackageNotFoundError:
             out[pkg.replace("-", "_")] = None
     return out
+
+
+# ---------------------------------------------------------------- options every bench command shares
+
+REPOS_OPTION = click.option(
+    "--repos",
+    "repos_dir",
+    default=str(metrics.DEFAULT_REPOS_DIR),
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder holding one sub-folder per repository: a query's calls run in the one its "
+    "meta.repo names (never in a folder the query file names).",
+)
+REPO_OPTION = click.option(
+    "--repo",
+    "repo_opts",
+    multiple=True,
+    metavar="NAME=DIR",
+    help="The folder of repository NAME, outside --repos (repeatable). Default: mlx_tune (the "
+    "domain set's repository) is this installed package unless --repos holds one.",
+)
+HTML_OPTION = click.option(
+    "--html-dir",
+    default=str(metrics.DEFAULT_HTML_DIR),
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder the HTML records' calls run in.",
+)

@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,17 +165,19 @@ def repo_root(
     record: dict,
     repos_dir: str | os.PathLike = DEFAULT_REPOS_DIR,
     html_dir: str | os.PathLike = DEFAULT_HTML_DIR,
+    named_roots: Mapping[str, str | os.PathLike] | None = None,
 ) -> Path | None:
     """The folder a record's calls run in: ``html_dir`` for HTML records (``meta.source`` or
-    ``meta.repo`` ``html``), else ``repos_dir/<meta.repo>``; ``None`` if that is not a folder or
-    ``meta.repo`` is not a plain name (a path separator or ``..`` is refused). ``meta.root`` is
-    never used: a query file must not choose what the sandbox may read."""
+    ``meta.repo`` ``html``), else ``named_roots[meta.repo]`` when the benchmark names a folder
+    for it (e.g. the domain set's repository), else ``repos_dir/<meta.repo>``; ``None`` if that
+    is not a folder or ``meta.repo`` is not a plain name (a path separator or ``..`` is refused).
+    ``meta.root`` is never used: a query file must not choose what the sandbox may read."""
     meta = record.get("meta") or {}
     name = meta.get("repo")
     if meta.get("source") == "html" or name == "html":
         folder = Path(html_dir)
     elif isinstance(name, str) and _REPO_NAME.fullmatch(name) and ".." not in name:
-        folder = Path(repos_dir) / name
+        folder = Path((named_roots or {}).get(name) or Path(repos_dir) / name)
     else:
         return None
     return folder if folder.is_dir() else None
@@ -185,13 +187,14 @@ def missing_repositories(
     queries: Sequence[dict],
     repos_dir: str | os.PathLike = DEFAULT_REPOS_DIR,
     html_dir: str | os.PathLike = DEFAULT_HTML_DIR,
+    named_roots: Mapping[str, str | os.PathLike] | None = None,
 ) -> list[str]:
     """Names (``meta.repo``) that tool queries need but :func:`repo_root` does not find: their
     call metrics are not checked (``None``)."""
     missing = {
         str((q.get("meta") or {}).get("repo"))
         for q in queries
-        if expected_category(q) != "direct" and repo_root(q, repos_dir, html_dir) is None
+        if expected_category(q) != "direct" and repo_root(q, repos_dir, html_dir, named_roots) is None
     }
     return sorted(missing)
 
@@ -218,12 +221,14 @@ def score(
     *,
     repos_dir: str | os.PathLike | None = None,
     html_dir: str | os.PathLike | None = None,
+    named_roots: Mapping[str, str | os.PathLike] | None = None,
     base: str | os.PathLike = ".",
     timeout_s: float = CALL_TIMEOUT_S,
     trajectory_success: Sequence[bool | None] | None = None,
 ) -> dict:
     """Score ``outputs`` (one answer text per query). Calls run in :func:`repo_root` folders:
-    ``repos_dir`` and ``html_dir``, by default ``data/repos`` and ``data/html`` under ``base``.
+    ``repos_dir`` and ``html_dir``, by default ``data/repos`` and ``data/html`` under ``base``,
+    and ``named_roots`` (repository name -> folder, the benchmark's choice).
     ``trajectory_success``, when the benchmark ran the agent loop, holds each query's outcome.
 
     Returns ``{"accuracy", "ci", "confusion", "counts", "per_query"}`` and, when some queries
@@ -247,7 +252,7 @@ def score(
                 "valid": pred.valid,
             }
             if expected != "direct":
-                root = repo_root(record, repos_dir, html_dir)
+                root = repo_root(record, repos_dir, html_dir, named_roots)
                 row["call_match"], row["executable"] = checker.check(pred, record, root)
             else:
                 reference = records.answer_of(record).get("content") or ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -99,6 +100,13 @@ def test_bench_score_end_to_end_and_report(project):
     result = CliRunner().invoke(bench.command, ["score", *args])
     assert result.exit_code == 0 and "NOTE: no folder for repositories demo" in result.output
     assert json.loads((out / "results.json").read_text())["models"][0]["accuracy"]["call_match"] is None
+    # --repo names a repository's folder outside --repos.
+    result = CliRunner().invoke(bench.command, ["score", *args, "--repo", f"demo={tmp / 'repos' / 'demo'}"])
+    assert result.exit_code == 0 and "NOTE" not in result.output
+    assert json.loads((out / "results.json").read_text())["models"][0]["accuracy"]["call_match"] == 1.0
+    for bad in ("demo", "../x=.", f"demo={tmp / 'nope'}"):
+        result = CliRunner().invoke(bench.command, ["score", *args, "--repo", bad])
+        assert result.exit_code == 1 and "--repo" in result.output and "Traceback" not in result.output
     missing = CliRunner().invoke(bench.command, ["report", str(tmp / "nothing")])
     assert missing.exit_code == 1 and "results.json: no such file" in missing.output
 
@@ -197,3 +205,12 @@ def test_interrupted_score_exits_130(project, monkeypatch):
     args = ["score", "--queries", str(tmp / "test.jsonl"), "--predictions", str(tmp / "answers.jsonl")]
     result = CliRunner().invoke(bench.command, [*args, "--out", str(tmp / "o")])
     assert result.exit_code == 130 and "interrupted" in result.output
+
+
+def test_domain_repository_defaults_to_this_package(tmp_path):
+    import mlx_tune
+
+    package = Path(mlx_tune.__file__).resolve().parent
+    assert bench_score.named_roots((), tmp_path) == {"mlx_tune": str(package)}
+    (tmp_path / "mlx_tune").mkdir()  # a copy in --repos wins
+    assert bench_score.named_roots((), tmp_path) == {}

@@ -98,6 +98,9 @@ def test_repo_root_is_the_benchmarks_choice(repos, tmp_path):
         == tmp_path / "html"
     )
     assert metrics.repo_root({"meta": {"repo": "absent"}}, repos) is None
+    named = {"absent": tmp_path / "html"}  # the benchmark names a folder; the data cannot
+    assert metrics.repo_root({"meta": {"repo": "absent"}}, repos, named_roots=named) == tmp_path / "html"
+    assert metrics.repo_root({"meta": {"repo": "../absent"}}, repos, named_roots=named) is None
 
 
 def test_a_query_file_cannot_point_the_sandbox_outside(repos, tmp_path):
