@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable
 
 from mlx_tune import records
+from mlx_tune.metrics import record_format
 
 DIRECT_TEXT = "That is general knowledge; no repository lookup is needed."
 
@@ -63,24 +64,17 @@ def _call_text(tool: str, arguments: dict, fmt: str) -> str:
     return "<tool_call>\n" + json.dumps({"name": tool, "arguments": arguments}) + "\n</tool_call>"
 
 
-def _fmt(record: dict) -> str:
-    return "tools" if record.get("tools") else "code"
-
-
 def never_call(record: dict) -> str:
     return DIRECT_TEXT
 
 
 def always_grep(record: dict) -> str:
-    return _call_text("grep", {"pattern": "."}, _fmt(record))
+    return _call_text("grep", {"pattern": "."}, record_format(record))
 
 
 def _looks_like_code(word: str) -> bool:
-    return (
-        "_" in word.strip("_")
-        or bool(re.search(r"[a-z][A-Z]", word))
-        or bool(re.match(r"[A-Z][a-z]+[A-Z]", word))
-    )
+    """``snake_case`` or ``camelCase`` / ``CamelCase`` (a lower-case letter followed by a capital)."""
+    return "_" in word.strip("_") or bool(re.search(r"[a-z][A-Z]", word))
 
 
 def keyword_decision(question: str) -> tuple[str, dict | None]:
@@ -106,7 +100,7 @@ def keyword(record: dict) -> str:
     decision, arguments = keyword_decision(_question(record))
     if decision == "direct":
         return DIRECT_TEXT
-    return _call_text(decision, arguments or {}, _fmt(record))
+    return _call_text(decision, arguments or {}, record_format(record))
 
 
 BASELINES: dict[str, Callable[[dict], str]] = {
