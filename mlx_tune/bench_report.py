@@ -97,8 +97,8 @@ def _acc_rows(entries: list[dict]) -> list[list[str]]:
     return rows
 
 
-def _acc_header(entries: list[dict]) -> list[str]:
-    return ["model"] + [h for h, _ in _ACC_COLUMNS]
+def _accuracy_table(entries: list[dict]) -> tuple[list[str], list[list[str]]]:
+    return _keep(["model", *(h for h, _ in _ACC_COLUMNS)], _acc_rows(entries))
 
 
 def _keep(header: list[str], rows: list[list[str]]) -> tuple[list[str], list[list[str]]]:
@@ -163,7 +163,7 @@ def _missing_note(results: dict) -> str:
 
 def format_table(results: dict) -> str:
     """Accuracy (models and baselines, with 95% intervals) and speed tables as plain text."""
-    lines = _plain(*_keep(_acc_header(results["models"]), _acc_rows(results["models"])))
+    lines = _plain(*_accuracy_table(results["models"]))
     header, rows = _speed(results)
     if rows and any(c != "-" for r in rows for c in r[1:]):
         lines += ["", *_plain(header, rows)]
@@ -191,7 +191,7 @@ def format_markdown(results: dict) -> str:
         "for balanced discrimination, macro-F1 and ROUGE-L); `n/a` where no query qualifies. "
         "Baselines need no model (see `mlx_tune/baselines.py`).",
         "",
-        *_md(*_keep(_acc_header(results["models"]), _acc_rows(results["models"]))),
+        *_md(*_accuracy_table(results["models"])),
     ]
     header, rows = _speed(results)
     if rows and any(c != "-" for r in rows for c in r[1:]):
@@ -208,7 +208,7 @@ def format_markdown(results: dict) -> str:
     if subset_entries:
         n = subset_entries[0]["subsets"]["unseen_template"]["n"]
         out += ["", f"## Unseen phrasing ({n} queries whose question template training never saw)", ""]
-        out += _md(*_keep(_acc_header(subset_entries), _acc_rows(subset_entries)))
+        out += _md(*_accuracy_table(subset_entries))
     for m in _models(results):
         if m.get("confusion"):
             rows_in = m["confusion"]
