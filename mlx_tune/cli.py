@@ -39,7 +39,8 @@ def run(argv: list[str] | None = None) -> None:
     preloaded on Linux, before any work), then run the click group. Calling ``main`` directly, as
     tests do with ``CliRunner``, never restarts the process."""
     args = sys.argv[1:] if argv is None else argv
-    if args and args[0] in HEAVY_COMMANDS and "--help" not in args and "-h" not in args:
+    light = args[:1] == ["bench"] and args[1:2] in (["score"], ["report"])  # no model runs
+    if args and args[0] in HEAVY_COMMANDS and not light and "--help" not in args and "-h" not in args:
         from mlx_tune import cpu_blas
 
         cpu_blas.reexec_with_openblas()
@@ -160,7 +161,7 @@ def _example_options(grep: int, read: int, direct: int, output: str):
         ),
         _count_option("grep", grep, "Number of grep (locate) examples."),
         _count_option("read", read, "Number of read (show a file) examples."),
-        _count_option("direct", direct, "Number of direct (explain) examples."),
+        _count_option("direct", direct, "Number of direct examples (Python and its standard library)."),
         click.option("--seed", default=0, show_default=True, type=int, help="Random seed."),
         click.option(
             "--format",
@@ -172,6 +173,13 @@ def _example_options(grep: int, read: int, direct: int, output: str):
         ),
         click.option(
             "--jobs", default=None, type=click.IntRange(1), help="Worker processes [default: all cores]."
+        ),
+        click.option(
+            "--style",
+            default="trajectory",
+            show_default=True,
+            type=click.Choice(["trajectory", "call-only"]),
+            help="trajectory: call, real tool output and grounded answer; call-only: the plan's one call.",
         ),
     ]
 
@@ -193,13 +201,13 @@ def _example_options(grep: int, read: int, direct: int, output: str):
     help="Folder whose sub-folders are repositories (manifest.json used when present).",
 )
 @_example_options(300, 150, 100, "data/repos_examples/training_examples.jsonl")
-def data_repo_examples(repos_dir, output, n_grep, n_read, n_direct, seed, fmt, jobs) -> None:
-    """Generate grep / read / direct training examples from the repositories in REPOS
-    (AST only; every grep pattern is checked against its file, every read path exists)."""
+def data_repo_examples(repos_dir, output, n_grep, n_read, n_direct, seed, fmt, jobs, style) -> None:
+    """Generate grep / read training examples from the repositories in REPOS (AST only; each
+    runs the real grep/read and answers from its output) and direct ones about Python."""
     from mlx_tune import examples
 
     counts = {"grep": n_grep, "read": n_read, "direct": n_direct}
-    result = examples.repo_examples(repos_dir, output, counts, seed=seed, fmt=fmt, jobs=jobs)
+    result = examples.repo_examples(repos_dir, output, counts, seed=seed, fmt=fmt, jobs=jobs, style=style)
     click.echo(examples.format_summary(result))
 
 
@@ -209,17 +217,17 @@ def data_repo_examples(repos_dir, output, n_grep, n_read, n_direct, seed, fmt, j
     "repo",
     default=None,
     type=click.Path(file_okay=False),
-    help="Repository to learn from (default: this project's own source tree).",
+    help="Repository to learn from (default: this project's library source, the mlx_tune package).",
 )
 @_example_options(120, 60, 60, "data/domain_examples/training_examples.jsonl")
-def data_domain_examples(repo, output, n_grep, n_read, n_direct, seed, fmt, jobs) -> None:
+def data_domain_examples(repo, output, n_grep, n_read, n_direct, seed, fmt, jobs, style) -> None:
     """Generate the phase-5 domain set from one repository with the same generator as
     repo-examples (meta.source "domain:<name>"). A small tree yields what it can; the
     shortfall is reported, not an error."""
     from mlx_tune import examples
 
     counts = {"grep": n_grep, "read": n_read, "direct": n_direct}
-    result = examples.domain_examples(output, repo, counts, seed=seed, fmt=fmt, jobs=jobs)
+    result = examples.domain_examples(output, repo, counts, seed=seed, fmt=fmt, jobs=jobs, style=style)
     click.echo(examples.format_summary(result))
 
 
