@@ -1,39 +1,46 @@
-"""Repository and domain examples: grep / read / direct records grounded in real source files.
+"""Repository and domain examples: grep and read trajectories grounded in real tool output.
 
-From the symbols :mod:`mlx_tune.extract` finds, build questions of three kinds:
-
-- ``grep``: locating things (where is a class or function defined, which files use or import
-  a name, every use of a decorator). The pattern is checked at generation time to match at
-  least one line of ``meta.path``; an ungrounded example is never written.
-- ``read``: showing one file whose path the question names; the file exists in the repo.
-- ``direct``: explaining a class, function or method from its docstring and signature only.
-
-Examples are spread round-robin across repositories and, inside a repository, across kinds;
-questions come from several templates per kind; duplicates (``records.normalized_key``) are
-dropped. Same inputs and seed give byte-identical output.
+For every repository the symbols :mod:`mlx_tune.extract` finds become questions
+(:mod:`mlx_tune.questions`): where the code is that does what a docstring describes, how a
+function works (grep, then read the lines), which files import or use a name, a name defined
+in several files, a name or capability the repository lacks, what a file or a line range holds.
+Each example runs the real ``grep``/``read`` (:mod:`mlx_tune.tools`, through an in-memory
+:class:`~mlx_tune.repo_index.RepoIndex` with byte-identical output) and, in the default
+``trajectory`` style, records the call, the tool's output and an answer built only from that
+output. The ``call-only`` style keeps the plan's one-call records (same questions, no output,
+no answer). Direct records come from the standard library (:mod:`mlx_tune.stdlib_direct`),
+never from the repository. Examples are spread round-robin across repositories and, inside a
+repository, across kinds; duplicates (``records.normalized_key``) are dropped. Same inputs and
+seed give byte-identical output.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import re
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlx_tune import UserError, fileio, records
-from mlx_tune.example_templates import DIRECT_QUESTIONS, DOC_LEADS, GREP_TEMPLATES, READ_TEMPLATES
 from mlx_tune.extract import FileInfo, extract_files
-from mlx_tune.repos import WalkStats, iter_repo_files, load_manifest, read_text
+from mlx_tune.questions import Draft, Planner
+from mlx_tune.repo_index import RepoIndex
+from mlx_tune.repos import WalkStats, iter_repo_files, load_manifest
 
-GENERATOR = "repo-examples/1"
+GENERATOR = "repo-examples/2"
 DEFAULT_COUNTS = {"grep": 300, "read": 150, "direct": 100}
 DOMAIN_COUNTS = {"grep": 120, "read": 60, "direct": 60}
-SOURCE_SUFFIXES = (".py", ".md", ".html")
-MIN_DOC_CHARS = 20
-MAX_SIGNATURE_CHARS = 200
+STYLES = ("trajectory", "call-only")
+# The mix of kinds within a repository's grep records (a kind repeats to weigh more); kinds that
+# run out of candidates drop out and the rest fill in.
+GREP_CYCLE = (
+    "behaviour", "explain", "named", "negative", "behaviour", "usage", "explain", "import",
+    "behaviour", "ambiguous", "explain", "decorator", "behaviour", "negative", "named", "explain",
+    "usage", "behaviour", "ambiguous", "explain", "negative", "import",
+)  # fmt: skip
+READ_CYCLE = ("line", "file")
 
 
 @dataclass
@@ -55,6 +62,7 @@ class Result:
     requested: dict[str, int]
     by_category: Counter = field(default_factory=Counter)
     by_repo: dict[str, Counter] = field(default_factory=dict)
+    by_shape: Counter = field(default_factory=Counter)
     files_parsed: int = 0
     skipped: Counter = field(default_factory=Counter)
     output: Path | None = None
@@ -63,10 +71,15 @@ class Result:
     def shortfall(self) -> dict[str, int]:
         return {c: n - self.by_category[c] for c, n in self.requested.items() if self.by_category[c] < n}
 
+    def count(self, recs: list[dict]) -> None:
+        for r in recs:
+            m = r["meta"]
+            self.by_category[m["category"]] += 1
+            self.by_shape[m.get("shape", "?")] += 1
+            self.by_repo.setdefault(m.get("repo") or m["source"], Counter())[m["category"]] += 1
+
 
 # ---------------------------------------------------------------- finding repositories
-
-
 def find_repos(repos_dir: str | os.PathLike) -> list[Repo]:
     """The repositories in ``repos_dir``: each non-hidden sub-folder; commits from the manifest
     when there is one, else from git, else ``unknown``."""
@@ -88,16 +101,20 @@ def find_repos(repos_dir: str | os.PathLike) -> list[Repo]:
 
 
 def domain_repo(path: str | os.PathLike | None = None) -> Repo:
-    """One repository for the domain set; default: this project's own source tree."""
-    root = Path(path) if path is not None else default_domain_root()
+    """One repository for the domain set; default: this project's library source (the
+    ``mlx_tune`` package folder, so not its tests), named ``mlx_tune``."""
+    if path is None:
+        root = default_domain_root() / "mlx_tune"
+        return Repo("mlx_tune", root, _git_head(root.parent) or "unknown", source="domain:mlx_tune")
+    root = Path(path)
     if not root.is_dir():
         raise UserError(f"--repo: {root}: no such directory; pass the repository to learn from")
-    # The project's own tree is named after its package, not after wherever it was checked out.
-    name = "mlx_tune" if path is None else root.resolve().name
+    name = root.resolve().name
     return Repo(name, root, _git_head(root) or "unknown", source=f"domain:{name}")
 
 
 def default_domain_root() -> Path:
+    """This project's checkout (the folder holding the ``mlx_tune`` package)."""
     import mlx_tune
 
     return Path(mlx_tune.__file__).resolve().parent.parent
@@ -123,286 +140,6 @@ def _git_head(root: Path) -> str | None:
     return None
 
 
-def display_root(root: Path) -> str:
-    """``root`` relative to the working directory when inside it, else absolute (POSIX)."""
-    absolute = root.resolve()
-    try:
-        return absolute.relative_to(Path.cwd().resolve()).as_posix() or "."
-    except ValueError:
-        return absolute.as_posix()
-
-
-# ---------------------------------------------------------------- candidates
-
-
-@dataclass
-class _Cand:
-    category: str
-    kind: str
-    path: str
-    symbol: str | None
-    fields: dict
-    pattern: str | None = None
-    templates: list = field(default_factory=list)
-    answer: list[str] = field(default_factory=list)  # sentence parts; "{lead}" marks the docstring
-    doc: str | None = None
-
-
-@dataclass
-class _Scan:
-    repo: Repo
-    files: list[FileInfo]
-    other_files: list[str]
-    stats: WalkStats
-
-
-def _candidates(scan: _Scan) -> dict[str, dict[str, list[_Cand]]]:
-    """Candidates by category, then by kind, in a deterministic order."""
-    repo = scan.repo.name
-    out: dict[str, dict[str, list[_Cand]]] = {c: defaultdict(list) for c in records.CATEGORIES}
-    grep, read, direct = out["grep"], out["read"], out["direct"]
-    ok = [f for f in scan.files if f.status == "ok"]
-    defined: dict[str, str] = {}
-    decorators: dict[str, list[str]] = defaultdict(list)
-    imports: dict[str, list[str]] = defaultdict(list)
-    users: dict[str, list[str]] = defaultdict(list)
-    for f in ok:
-        base = {"repo": repo, "path": f.path, "dir": _top_dir(f.path)}
-        for c in f.classes:
-            if _public(c.qualname):
-                defined.setdefault(c.name, f.path)
-                fields = {**base, "name": c.name, "qual": c.qualname}
-                grep["class"].append(_Cand("grep", "class", f.path, c.qualname, fields, rf"class {c.name}\b"))
-                read["symbol"].append(_Cand("read", "class", f.path, c.qualname, fields))
-                doc = _doc_summary(c.docstring)
-                if doc:
-                    answer = _class_answer(c, f, repo)
-                    direct["class"].append(
-                        _Cand("direct", "class", f.path, c.qualname, fields, answer=answer, doc=doc)
-                    )
-        for fn in f.functions:
-            if not _public(fn.qualname) or fn.name.startswith("__"):
-                continue
-            cls = fn.qualname.rpartition(".")[0]
-            fields = {**base, "name": fn.name, "qual": fn.qualname, "cls": cls}
-            grep[fn.kind].append(_Cand("grep", fn.kind, f.path, fn.qualname, fields, rf"def {fn.name}\b"))
-            if fn.kind == "function":
-                defined.setdefault(fn.name, f.path)
-                read["symbol"].append(_Cand("read", "function", f.path, fn.qualname, fields))
-            doc = _doc_summary(fn.docstring)
-            if doc:
-                answer = _function_answer(fn, f, repo)
-                direct[fn.kind].append(
-                    _Cand("direct", fn.kind, f.path, fn.qualname, fields, answer=answer, doc=doc)
-                )
-            for d in fn.decorators:
-                head = _decorator_head(d)
-                if head and f.path not in decorators[head]:
-                    decorators[head].append(f.path)
-        for imp in f.imports:
-            if imp.level == 0 and imp.module and f.path not in imports[imp.module]:
-                imports[imp.module].append(f.path)
-            for n in imp.names:
-                if n != "*" and "." not in n and f.path not in users[n]:
-                    users[n].append(f.path)
-        read["file"].append(_Cand("read", "file", f.path, None, base))
-        module = _module_of(f.path)
-        if module:
-            read["module"].append(_Cand("read", "file", f.path, None, {**base, "module": module}))
-    for path in scan.other_files:
-        read["file"].append(_Cand("read", "file", path, None, {"repo": repo, "path": path}))
-    for head, paths in sorted(decorators.items()):
-        for i, path in enumerate(paths):
-            fields = {"repo": repo, "path": path, "dir": _top_dir(path), "name": head}
-            # One repo-wide question per decorator (grounded in its first file), then per-file ones.
-            scope = None if i == 0 else "file"
-            grep["decorator"].append(
-                _Cand("grep", "decorator", path, head, {**fields, "scope": scope}, rf"@{re.escape(head)}\b")
-            )
-    for module, paths in sorted(imports.items()):
-        pattern = rf"^\s*(?:from|import)\s+{re.escape(module)}\b"
-        for i, path in enumerate(paths[:3]):
-            fields = {"repo": repo, "path": path, "dir": _top_dir(path), "name": module}
-            grep["import"].append(
-                _Cand(
-                    "grep", "import", path, module, {**fields, "scope": None if i == 0 else "file"}, pattern
-                )
-            )
-    for name, paths in sorted(users.items()):
-        users_of = [p for p in paths if p != defined.get(name)]
-        if name not in defined or not users_of:
-            continue  # a usage question is about this repository's own names
-        for i, path in enumerate(users_of[:3]):
-            fields = {"repo": repo, "path": path, "dir": _top_dir(path), "name": name}
-            grep["usage"].append(
-                _Cand(
-                    "grep",
-                    "usage",
-                    path,
-                    name,
-                    {**fields, "scope": None if i == 0 else "file"},
-                    rf"\b{name}\b",
-                )
-            )
-    return out
-
-
-def _public(qualname: str) -> bool:
-    return not any(part.startswith("_") and not part.startswith("__") for part in qualname.split("."))
-
-
-def _top_dir(path: str) -> str | None:
-    return path.split("/", 1)[0] if "/" in path else None
-
-
-def _module_of(path: str) -> str | None:
-    """Dotted module name for paths that map 1:1 (no ``src/`` layout, no ``__init__``)."""
-    if not path.endswith(".py") or path.startswith(("src/", "tests/", "test/")) or "/" not in path:
-        return None
-    stem = path[:-3]
-    if stem.endswith("/__init__") or "-" in stem or "." in stem:
-        return None
-    return stem.replace("/", ".")
-
-
-def _decorator_head(decorator: str) -> str | None:
-    head = decorator.split("(", 1)[0].strip()
-    return head if re.fullmatch(r"[A-Za-z_][\w.]*", head) else None
-
-
-def _doc_summary(doc: str | None, limit: int = 500) -> str | None:
-    """The docstring's first paragraph as one line, cut at a sentence end near ``limit``."""
-    if not doc:
-        return None
-    para = " ".join(doc.strip().split("\n\n", 1)[0].split())
-    if len(para) < MIN_DOC_CHARS or para.startswith((":", "..", ">>>")):
-        return None
-    if len(para) > limit:
-        cut = para.rfind(". ", 0, limit)
-        para = para[: cut + 1] if cut > MIN_DOC_CHARS else para[:limit].rsplit(" ", 1)[0] + " ..."
-    if not para.endswith((".", "!", "?", "...")):
-        para += "."
-    return para
-
-
-def _class_answer(c, f: FileInfo, repo: str) -> list[str]:
-    """Sentence parts (the docstring lead is picked later): facts read from the AST only."""
-    bases = [b for b in c.bases if b not in ("object",)]
-    first = f"`{c.qualname}` is a class defined in `{f.path}` of {repo}"
-    first += f" and derives from {_join_code(bases)}." if bases else "."
-    extra = []
-    if c.decorators:
-        extra.append(f"It is decorated with {_join_code(['@' + d for d in c.decorators[:3]])}.")
-    methods = [
-        m.rpartition(".")[2] for m in c.methods if _public(m) and not m.rpartition(".")[2].startswith("_")
-    ]
-    if methods:
-        extra.append(f"Its public methods include {_join_code(methods[:5])}.")
-    return [first, "{lead}", *extra]
-
-
-def _function_answer(fn, f: FileInfo, repo: str) -> list[str]:
-    what = ("an async " if fn.is_async else "a ") + ("method" if fn.kind == "method" else "function")
-    if fn.kind == "method":
-        first = f"`{fn.qualname}` is {what} of the `{fn.qualname.rpartition('.')[0]}` class in `{f.path}`"
-    else:
-        first = f"`{fn.name}` is {what} in `{f.path}` of {repo}"
-    if len(fn.signature) <= MAX_SIGNATURE_CHARS:
-        first += f", with the signature `{fn.signature}`."
-    else:
-        first += "."
-    extra = (
-        [f"It is decorated with {_join_code(['@' + d for d in fn.decorators[:3]])}."] if fn.decorators else []
-    )
-    return [first, "{lead}", *extra]
-
-
-def _join_code(items: Sequence[str]) -> str:
-    quoted = [f"`{i}`" for i in items]
-    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
-
-
-# ---------------------------------------------------------------- rendering
-
-
-class _Renderer:
-    def __init__(self, repo: Repo, rng: random.Random, fmt: str):
-        self.repo, self.rng, self.fmt = repo, rng, fmt
-        self.root_display = display_root(repo.root)
-        self._texts: dict[str, str | None] = {}
-
-    def text(self, path: str) -> str | None:
-        if path not in self._texts:
-            self._texts[path] = read_text(self.repo.root / path)
-        return self._texts[path]
-
-    def meta(self, cand: _Cand) -> dict:
-        return {
-            "category": cand.category,
-            "origin": "real",
-            "source": self.repo.source,
-            "repo": self.repo.name,
-            "root": self.root_display,
-            "commit": self.repo.commit,
-            "path": cand.path,
-            "symbol": cand.symbol,
-            "kind": cand.kind,
-            "generator": GENERATOR,
-        }
-
-    def options(self, cand: _Cand, kind: str) -> list[dict]:
-        """Every way to render ``cand`` (shuffled); each a grounded record."""
-        f = cand.fields
-        out = []
-        if cand.category == "grep":
-            if not self.grounded(cand.pattern, cand.path):
-                return []
-            # Decorator/import/usage candidates carry a scope: the first (None) is asked repo-wide,
-            # the others only about the file they name, so one question never repeats per file.
-            file_only = f.get("scope") == "file"
-            for question, scope in GREP_TEMPLATES[kind]:
-                if (scope == "file") != file_only or (scope == "dir" and not f.get("dir")):
-                    continue
-                args = {"pattern": cand.pattern}
-                if scope == "dir":
-                    args["path"] = f["dir"]
-                elif scope == "file":
-                    args["path"] = cand.path
-                out.append(
-                    records.tool_call_record(question.format(**f), "grep", args, self.meta(cand), self.fmt)
-                )
-        elif cand.category == "read":
-            if not self.readable(cand.path):
-                return []
-            for question in READ_TEMPLATES[kind]:
-                out.append(
-                    records.tool_call_record(
-                        question.format(**f), "read", {"path": cand.path}, self.meta(cand), self.fmt
-                    )
-                )
-        else:
-            for question in DIRECT_QUESTIONS[kind]:
-                lead = self.rng.choice(DOC_LEADS).format(doc=cand.doc)
-                answer = " ".join(part.replace("{lead}", lead) for part in cand.answer)
-                out.append(records.direct_record(question.format(**f), answer, self.meta(cand), self.fmt))
-        self.rng.shuffle(out)
-        return out
-
-    def grounded(self, pattern: str, path: str) -> bool:
-        text = self.text(path)
-        if text is None:
-            return False
-        rx = re.compile(pattern)
-        return any(rx.search(line) for line in text.splitlines())
-
-    def readable(self, path: str) -> bool:
-        if not records.is_safe_relative_path(path):
-            return False
-        full = (self.repo.root / path).resolve()
-        root = self.repo.root.resolve()
-        return full.is_file() and root in full.parents and self.text(path) is not None
-
-
 # ---------------------------------------------------------------- generation
 
 
@@ -413,87 +150,101 @@ def generate(
     fmt: str = "tools",
     jobs: int | None = None,
     progress: bool = True,
+    style: str = "trajectory",
 ) -> Result:
-    """Build up to ``counts[category]`` records from ``repos``; see the module docstring."""
+    """Up to ``counts["grep"]`` and ``counts["read"]`` records from ``repos`` (the direct count
+    is the entry points' business); see the module docstring."""
     counts = dict(DEFAULT_COUNTS if counts is None else counts)
     if fmt not in records.FORMATS:
         raise UserError(f"--format: {fmt!r} is not one of {', '.join(records.FORMATS)}")
+    if style not in STYLES:
+        raise UserError(f"--style: {style!r} is not one of {', '.join(STYLES)}")
     for c, n in counts.items():
         if c not in records.CATEGORIES or n < 0:
             raise UserError(f"--{c}: expected a count >= 0, got {n}")
     scans = _scan(repos, jobs, progress)
-    result = Result(records=[], requested=counts)
-    for s in scans:
-        result.files_parsed += sum(f.status == "ok" for f in s.files)
-        result.skipped.update(s.stats.skipped)
-        result.skipped.update(f.status for f in s.files if f.status != "ok")
+    result = Result(records=[], requested={c: counts.get(c, 0) for c in records.TOOL_CATEGORIES})
+    for _, files, stats in scans:
+        result.files_parsed += sum(f.status == "ok" for f in files)
+        result.skipped.update(stats.skipped)
+        result.skipped.update(f.status for f in files if f.status != "ok")
     rng = random.Random(seed)
+    masks: set[str] = set()
     seen: set[str] = set()
-    sources = []
-    for s in scans:
-        sources.append((s.repo, _candidates(s), _Renderer(s.repo, rng, fmt)))
+    planners = [
+        (repo, Planner(repo.name, RepoIndex(repo.root), files, rng, masks)) for repo, files, _ in scans
+    ]
     out: list[dict] = []
-    for category in records.CATEGORIES:
-        streams = [
-            (repo.name, _stream(cands[category], renderer, rng, seen)) for repo, cands, renderer in sources
-        ]
+    for category, cycle in (("grep", GREP_CYCLE), ("read", READ_CYCLE)):
+        streams = [_stream(repo, planner, cycle, style, fmt, seen) for repo, planner in planners]
         out.extend(_round_robin(streams, counts.get(category, 0), rng))
     rng.shuffle(out)
     result.records = out
-    for r in out:
-        m = r["meta"]
-        result.by_category[m["category"]] += 1
-        result.by_repo.setdefault(m["repo"], Counter())[m["category"]] += 1
+    result.count(out)
     return result
 
 
-def _scan(repos: Sequence[Repo], jobs: int | None, progress: bool) -> list[_Scan]:
+def _scan(
+    repos: Sequence[Repo], jobs: int | None, progress: bool
+) -> list[tuple[Repo, list[FileInfo], WalkStats]]:
     pairs, layout = [], []
     for repo in repos:
         stats = WalkStats()
-        files = list(iter_repo_files(repo.root, SOURCE_SUFFIXES, stats))
-        py = [p for p in files if p.endswith(".py")]
-        other = []
-        for p in files:
-            if not p.endswith(".py"):
-                if read_text(repo.root / p) is None:
-                    stats.skipped["not_utf8"] += 1
-                else:
-                    other.append(p)
-        layout.append((repo, len(pairs), len(py), other, stats))
+        py = [p for p in iter_repo_files(repo.root, (".py",), stats)]
+        layout.append((repo, len(pairs), len(py), stats))
         pairs.extend((str(repo.root), p) for p in py)
     infos = extract_files(pairs, jobs=jobs, progress=progress)
-    return [_Scan(repo, infos[start : start + n], other, stats) for repo, start, n, other, stats in layout]
+    return [(repo, infos[start : start + n], stats) for repo, start, n, stats in layout]
 
 
 def _stream(
-    by_kind: dict[str, list[_Cand]], renderer: _Renderer, rng: random.Random, seen: set[str]
+    repo: Repo, planner: Planner, cycle: Sequence[str], style: str, fmt: str, seen: set[str]
 ) -> Iterator[dict]:
-    """Records from one repository and category, cycling kinds so each gets a fair share."""
-    queues = {}
-    for kind in sorted(by_kind):
-        cands = list(by_kind[kind])
-        rng.shuffle(cands)
-        queues[kind] = iter(cands)
-    while queues:
-        for kind in list(queues):
+    """Records of one repository, taking kinds in ``cycle`` order until every kind runs out."""
+    pools = {kind: iter(items) for kind, items in planner.pools().items() if kind in cycle}
+    live = set(pools)
+    while live:
+        for kind in cycle:
+            if kind not in live:
+                continue
             record = None
-            for cand in queues[kind]:
-                for option in renderer.options(cand, kind):
-                    key = records.normalized_key(option)
-                    if key not in seen:
-                        seen.add(key)
-                        record = option
-                        break
-                if record is not None:
+            for item in pools[kind]:
+                draft = planner.draft(kind, item)
+                if draft is None:
+                    continue
+                record = to_record(draft, repo, style, fmt)
+                key = records.normalized_key(record)
+                if key not in seen:
+                    seen.add(key)
                     break
+                record = None
             if record is None:
-                del queues[kind]
+                live.discard(kind)
             else:
                 yield record
 
 
-def _round_robin(streams: list[tuple[str, Iterator[dict]]], n: int, rng: random.Random) -> list[dict]:
+def to_record(draft: Draft, repo: Repo, style: str = "trajectory", fmt: str = "tools") -> dict:
+    """The training record of a draft: the whole trajectory, or only its first call."""
+    meta = {
+        "category": draft.steps[0][0],
+        "origin": "real",
+        "source": repo.source,
+        "generator": GENERATOR,
+        "template": draft.template,
+        "style": style,
+        "shape": draft.shape if style == "trajectory" else "call-only",
+        "repo": repo.name,
+        "commit": repo.commit,
+        **{k: v for k, v in draft.meta.items() if v is not None},
+    }
+    if style == "call-only":
+        tool, args, _ = draft.steps[0]
+        return records.tool_call_record(draft.question, tool, args, meta, fmt)
+    return records.trajectory_record(draft.question, draft.steps, draft.answer, meta, fmt)
+
+
+def _round_robin(streams: list[Iterator[dict]], n: int, rng: random.Random) -> list[dict]:
     out: list[dict] = []
     live = list(streams)
     while live and len(out) < n:
@@ -502,12 +253,26 @@ def _round_robin(streams: list[tuple[str, Iterator[dict]]], n: int, rng: random.
         for item in order:
             if len(out) >= n:
                 break
-            record = next(item[1], None)
+            record = next(item, None)
             if record is None:
                 live.remove(item)
             else:
                 out.append(record)
     return out
+
+
+def add_direct(result: Result, n: int, seed: int, fmt: str, pool: str) -> Result:
+    """Add ``n`` direct records about Python and its standard library
+    (:func:`mlx_tune.stdlib_direct.build_direct`, question pool ``pool``) and shuffle."""
+    result.requested["direct"] = n
+    if n > 0:
+        from mlx_tune import stdlib_direct
+
+        direct = stdlib_direct.build_direct(n, seed=seed, fmt=fmt, pool=pool)
+        result.count(direct)
+        result.records = result.records + direct
+        random.Random(seed).shuffle(result.records)
+    return result
 
 
 # ---------------------------------------------------------------- entry points
@@ -521,10 +286,12 @@ def repo_examples(
     fmt: str = "tools",
     jobs: int | None = None,
     progress: bool = True,
+    style: str = "trajectory",
 ) -> Result:
     """Generate examples from every repository in ``repos_dir`` and write them to ``output``."""
-    result = generate(find_repos(repos_dir), counts or DEFAULT_COUNTS, seed, fmt, jobs, progress)
-    return _write(result, output)
+    counts = dict(counts or DEFAULT_COUNTS)
+    result = generate(find_repos(repos_dir), counts, seed, fmt, jobs, progress, style)
+    return _write(add_direct(result, counts.get("direct", 0), seed, fmt, "repo"), output)
 
 
 def domain_examples(
@@ -535,10 +302,12 @@ def domain_examples(
     fmt: str = "tools",
     jobs: int | None = None,
     progress: bool = True,
+    style: str = "trajectory",
 ) -> Result:
-    """The domain set: examples from one repository (default: this project's own tree)."""
-    result = generate([domain_repo(repo)], counts or DOMAIN_COUNTS, seed, fmt, jobs, progress)
-    return _write(result, output)
+    """The domain set: examples from one repository (default: this project's library source)."""
+    counts = dict(counts or DOMAIN_COUNTS)
+    result = generate([domain_repo(repo)], counts, seed, fmt, jobs, progress, style)
+    return _write(add_direct(result, counts.get("direct", 0), seed, fmt, "domain"), output)
 
 
 def _write(result: Result, output: str | os.PathLike) -> Result:
@@ -553,10 +322,11 @@ def _write(result: Result, output: str | os.PathLike) -> Result:
 
 
 def format_summary(result: Result) -> str:
-    """A short human summary: counts by category and repository, files parsed and skipped."""
+    """A short human summary: counts by category, shape and repository, files parsed and skipped."""
     cats = records.CATEGORIES
     lines = [f"wrote {len(result.records)} examples to {result.output}"]
     lines.append("  " + ", ".join(f"{c} {result.by_category[c]}/{result.requested.get(c, 0)}" for c in cats))
+    lines.append("  shapes: " + ", ".join(f"{k} {v}" for k, v in sorted(result.by_shape.items())))
     width = max((len(n) for n in result.by_repo), default=4)
     lines.append(f"  {'repo':<{width}}  " + "  ".join(f"{c:>6}" for c in cats))
     for name in sorted(result.by_repo):

@@ -5,43 +5,73 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
+import types
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from mlx_tune import examples, fileio, records
+import mlx_tune
+from mlx_tune import docstrings, examples, fileio, records, tools
 from mlx_tune.cli import main
+from mlx_tune.repo_index import RepoIndex
 
-ROUTES = '''"""HTTP routing for {pkg}."""
+ROUTES = '''"""HTTP routing for {pkg}: a router that maps request paths to handler functions."""
+import json
+import os.path
+from functools import wraps
 from {pkg}.models import {Model}
 from typing import Any
+from yaml import safe_load
 
 
 class {Router}:
     """Collects routes and dispatches requests to their handlers."""
 
     def add_route(self, path: str, handler) -> None:
-        """Register handler for path."""
+        """Register the handler function for the given request path."""
+        if not path.startswith("/"):
+            raise ValueError(path)
+        self.routes[path] = handler
 
     async def dispatch(self, request: {Model}) -> Any:
-        """Send the request to the matching route's handler."""
+        """Send the request to the handler of the matching route."""
+        handler = self.routes.get(request.path)
+        return await handler(request)
 
 
 def route(path: str):
-    """Decorator that registers a function as the handler of path."""
+    """Decorator that registers a function as the handler of a path."""
+
+    @wraps(route)
+    def wrap(fn):
+        return fn
+
+    return wrap
 
 
 @route("/items")
 def list_items() -> list:
-    """Return every stored item as a list."""
+    """Return every stored item of the inventory as a list."""
     return []
 
 
 @route("/users")
 def list_users() -> list:
     return []
+
+
+def describe(router) -> str:
+    """Describe the routes a router knows, one per line of text."""
+    return json.dumps(sorted(router.routes))
+
+
+def strip_markup(text: str) -> str:
+    """Strip the markup tags from a piece of :class:`str` text, keeping the words."""
+    cleaned = text.replace("<", "").replace(">", "")
+    return safe_load(cleaned)
 
 
 def _private_helper():
@@ -60,14 +90,23 @@ class {Model}:
     method: str
     path: str
 
+    @property
+    def size(self) -> int:
+        return len(self.path)
+
     def to_json(self) -> str:
-        """Serialize the request to a JSON string."""
+        """Serialize the request with all its fields to a JSON string."""
         return json.dumps(self.__dict__)
 
 
 def parse_model(text: str) -> {Model}:
-    """Build a {Model} from JSON text."""
+    """Build a request object from the JSON text of a message body."""
     return {Model}(**json.loads(text))
+
+
+def describe(model) -> str:
+    """Describe a model in one short human readable line."""
+    return str(model)
 '''
 
 
@@ -95,73 +134,131 @@ def repos_dir(tmp_path, monkeypatch):
     return base
 
 
-COUNTS = {"grep": 24, "read": 10, "direct": 8}
+def fake_build_direct(n: int, *, seed: int = 0, fmt: str = "tools", pool: str = "repo") -> list[dict]:
+    meta = {"category": "direct", "origin": "real", "source": "stdlib:json", "generator": "fake/1",
+            "template": "direct.fake", "style": "direct", "shape": "direct"}  # fmt: skip
+    return [
+        records.direct_record(f"What does json.dumps do ({pool} {seed} {i})?", "It writes JSON.", meta, fmt)
+        for i in range(n)
+    ]
+
+
+@pytest.fixture(autouse=True)
+def fake_direct(monkeypatch):
+    """Direct records come from mlx_tune.stdlib_direct (another module); a stand-in here."""
+    fake = types.ModuleType("mlx_tune.stdlib_direct")
+    fake.build_direct = fake_build_direct
+    monkeypatch.setitem(sys.modules, "mlx_tune.stdlib_direct", fake)
+    monkeypatch.setattr(mlx_tune, "stdlib_direct", fake, raising=False)
+
+
+COUNTS = {"grep": 24, "read": 10, "direct": 4}
+CITED = re.compile(r"`([\w./-]+\.py):(\d+)`")
 
 
 def check_grounded(recs: list[dict], base: Path) -> None:
+    """Every record valid; every tool message is what the tool returns on the repository;
+    every grep hit matches its pattern; every path:line an answer cites was in a tool output."""
     for r in recs:
         assert records.validate_record(r) == [], r
         m = r["meta"]
-        assert m["origin"] == "real" and m["generator"] == "repo-examples/1"
-        assert m["kind"] in ("class", "function", "method", "decorator", "import", "usage", "file")
-        root = Path(m["root"])
-        assert not root.is_absolute() and root.resolve() == (base / m["repo"]).resolve()
-        assert m["commit"] and "Leaked" not in json.dumps(r) and "escape.py" not in m["path"]
-        call = records.record_call(r)
         category = records.record_category(r)
         assert category == m["category"]
-        if category == "grep":
-            tool, args = call
-            lines = (root / m["path"]).read_text().splitlines()
-            assert any(re.search(args["pattern"], line) for line in lines), (args, m["path"])
-            if "path" in args:
-                assert m["path"] == args["path"] or m["path"].startswith(args["path"] + "/")
-        elif category == "read":
-            assert call[1]["path"] == m["path"] and (root / m["path"]).is_file()
-            assert m["path"] in r["messages"][1]["content"] or m["path"].endswith(".py")
+        if category == "direct":
+            continue
+        assert m["origin"] == "real" and m["generator"] == examples.GENERATOR and m["commit"]
+        assert "root" not in m and m["template"] and m["style"] in examples.STYLES
+        assert "Leaked" not in json.dumps(r) and "escape.py" not in json.dumps(r)
+        root = base / m["repo"]
+        if m["found"]:
+            assert (root / m["path"]).is_file() and (root / m["defined_in"]).is_file() and m["line"] >= 1
         else:
-            assert call is None and m["symbol"]
-            answer = r["messages"][-1]["content"]
-            assert answer.endswith((".", "!", "?")) and f"`{m['path']}`" in answer
+            assert "path" not in m and m["shape"] in ("negative", "call-only")
+        msgs = r["messages"]
+        outputs = []
+        for i, msg in enumerate(msgs):
+            if msg["role"] != "tool":
+                continue
+            tool, args = records.message_call(msgs[i - 1])
+            real = tools.execute(root, tool, args)
+            assert real.ok and real.text == msg["content"], (tool, args)
+            outputs.append(real.text)
+            for hit in real.matches:
+                line = (root / hit.path).read_text().splitlines()[hit.line - 1]
+                assert re.search(args["pattern"], line)
+        if outputs:
+            answer = records.answer_of(r)["content"]
+            assert answer.endswith((".", "!", "?")), answer
+            for path, line in CITED.findall(answer):
+                assert (root / path).is_file()
+                assert any(f"{path}:{line}:" in o or f"{path} (lines" in o for o in outputs), (path, answer)
+            if not m["found"]:
+                assert outputs == ["No matches."]
 
 
 def test_repo_examples_end_to_end(repos_dir, tmp_path):
     out = tmp_path / "out" / "examples.jsonl"
     result = examples.repo_examples(repos_dir, out, COUNTS, seed=3, progress=False)
     recs = fileio.read_jsonl(out)
-    assert len(recs) == sum(COUNTS.values())
     assert Counter(r["meta"]["category"] for r in recs) == COUNTS
-    by_repo = Counter((r["meta"]["repo"], r["meta"]["category"]) for r in recs)
+    by_repo = Counter((r["meta"].get("repo"), r["meta"]["category"]) for r in recs)
     assert by_repo[("alpha", "grep")] == by_repo[("beta", "grep")] == 12  # spread evenly
     check_grounded(recs, repos_dir)
     assert len({records.normalized_key(r) for r in recs}) == len(recs)
-    kinds = Counter(r["meta"]["kind"] for r in recs if r["meta"]["category"] == "grep")
-    assert len(kinds) >= 5, kinds  # class, function, method, decorator, import, usage
+    tool_recs = [r for r in recs if r["meta"]["category"] != "direct"]
+    assert all(records.is_trajectory(r) and r["meta"]["style"] == "trajectory" for r in tool_recs)
+    shapes = Counter(r["meta"]["shape"] for r in tool_recs)
+    assert {"grep-answer", "grep-read-answer", "read-answer", "negative"} <= set(shapes), shapes
     assert result.files_parsed == 6
     assert result.skipped == {"syntax_error": 2, "not_utf8": 2, "symlink_outside": 2, "too_large": 2}
-    assert all(not r["meta"]["symbol"] or not r["meta"]["symbol"].startswith("_") for r in recs)
+    symbols = [r["meta"].get("symbol") or "" for r in recs]
+    assert not any(part.startswith("_") for s in symbols for part in s.split("."))
+    assert "direct 4/4" in examples.format_summary(result)
 
 
-def test_direct_answers_quote_the_docstring(repos_dir, tmp_path):
-    result = examples.generate(
-        examples.find_repos(repos_dir), {"grep": 0, "read": 0, "direct": 100}, progress=False
-    )
-    docs = {
-        "AlphaRouter": "Collects routes and dispatches requests to their handlers.",
-        "AlphaRouter.add_route": "Register handler for path.",
-        "parse_model": "Build a AlphaRequest from JSON text.",
-    }
-    answers = {
-        r["meta"]["symbol"]: r["messages"][-1]["content"]
-        for r in result.records
-        if r["meta"]["repo"] == "alpha"
-    }
-    for symbol, doc in docs.items():
-        assert doc in answers[symbol]
-    assert "`add_route(self, path: str, handler) -> None`" in answers["AlphaRouter.add_route"]
-    assert "async method" in answers["AlphaRouter.dispatch"]
-    assert "list_users" not in answers  # no docstring: nothing to explain from
-    assert result.shortfall == {"direct": 100 - len(result.records)}
+def test_each_shape_on_a_larger_run(repos_dir):
+    result = examples.generate(examples.find_repos(repos_dir), {"grep": 200, "read": 100}, progress=False)
+    check_grounded(result.records, repos_dir)
+    by_shape = {}
+    for r in result.records:
+        by_shape.setdefault(r["meta"]["shape"], []).append(r)
+    assert {"grep-answer", "grep-read-answer", "read-answer", "negative", "ambiguous"} <= set(by_shape)
+    two_call = by_shape["grep-read-answer"][0]
+    assert [c[0] for c in records.record_calls(two_call)] == ["grep", "read"]
+    read_args = records.record_calls(two_call)[1][1]
+    assert read_args["path"] == two_call["meta"]["path"]
+    assert read_args["start_line"] <= two_call["meta"]["line"] <= read_args["end_line"]
+    ambiguous = by_shape["ambiguous"][0]
+    assert ambiguous["meta"]["symbol"] == "describe"
+    pkg = ambiguous["meta"]["repo"]
+    assert f"`{pkg}/routing.py:" in records.answer_of(ambiguous)["content"]
+    assert f"`{pkg}/models.py:" in records.answer_of(ambiguous)["content"]
+    for r in by_shape["negative"]:
+        assert r["meta"]["found"] is False and r["messages"][3]["content"] == "No matches."
+    for r in by_shape["read-answer"]:
+        assert records.record_category(r) == "read" and r["meta"]["path"] in r["messages"][1]["content"]
+    # a behaviour question describes the code instead of naming it
+    behaviour = [r for r in result.records if r["meta"]["template"].startswith("grep.behaviour.")]
+    for r in behaviour:
+        assert not re.search(rf"\b{r['meta']['symbol'].split('.')[-1]}\b", r["messages"][1]["content"])
+    assert behaviour
+    kinds = {r["meta"]["kind"] for r in result.records}
+    assert {"import", "decorator", "file"} <= kinds
+    # no standard-library import or decorator, no __future__
+    for r in result.records:
+        if r["meta"]["kind"] in ("import", "decorator"):
+            assert not docstrings.is_python_decorator(r["meta"]["symbol"]), r["meta"]
+            assert r["meta"]["symbol"].split(".")[0] not in (
+                "json",
+                "os",
+                "functools",
+                "typing",
+                "dataclasses",
+            )
+    assert any(r["meta"]["kind"] == "import" and r["meta"]["symbol"] == "yaml" for r in result.records)
+    defined = {r["meta"]["defined_in"] for r in result.records if r["meta"]["kind"] == "decorator"}
+    assert defined <= {"alpha/routing.py", "beta/routing.py"}  # where @route is defined, not used
+    assert len({r["meta"]["template"] for r in result.records}) >= 20
 
 
 def test_same_seed_same_bytes_and_other_seed_differs(repos_dir, tmp_path):
@@ -173,19 +270,48 @@ def test_same_seed_same_bytes_and_other_seed_differs(repos_dir, tmp_path):
     assert a.read_bytes() != c.read_bytes()
 
 
-def test_phrasing_varies_but_category_stays_inferable(repos_dir, tmp_path):
-    result = examples.generate(
-        examples.find_repos(repos_dir), {"grep": 60, "read": 20, "direct": 20}, progress=False
-    )
-    questions = {
-        c: [r["messages"][1]["content"] for r in result.records if r["meta"]["category"] == c]
-        for c in records.CATEGORIES
-    }
-    for c, qs in questions.items():
-        first_words = Counter(q.split()[0] for q in qs)
-        assert len(first_words) >= 4, (c, first_words)
-    assert not any(q.startswith(("Show", "Open", "Display")) for q in questions["grep"] + questions["direct"])
-    assert not any(re.match(r"(Where|Which|Find|Locate|Search)\b", q) for q in questions["read"])
+def test_index_output_is_the_tools_output(repos_dir):
+    root = repos_dir / "alpha"
+    (root / "crlf.py").write_bytes(b"def list_items():\r\n    return 1\r\n")
+    (root / "dotted.py").write_text("\u0130 = 1  # list_items\nx = list_items()\n")
+    index = RepoIndex(root)
+    cases = [
+        (r"def \w*items", ".", ("items",)),
+        (r"(?i)def \w*ITEMS", "alpha", ("items",)),
+        (r"def \w*(?:strip|remove)", ".", ("strip", "remove")),
+        (r"^\s*(?:from|import) yaml\b", ".", ("yaml",)),
+        (r"\blist_items\b", ".", ("list_items",)),
+        (r"\blist_items\b", "alpha/routing.py", ("list_items",)),
+        (r"(?i)kafka", ".", ("kafka",)),
+        (r"return", ".", ()),
+    ]
+    for pattern, path, needles in cases:
+        mine, real = index.grep(pattern, path, needles), tools.run_grep(root, pattern, path)
+        assert (mine.text, mine.matches, mine.total_matches, mine.files) == (
+            real.text,
+            real.matches,
+            real.total_matches,
+            real.files,
+        ), pattern
+    assert index.read("alpha/routing.py", 5, 20).text == tools.run_read(root, "alpha/routing.py", 5, 20).text
+    assert index.read("crlf.py").text == tools.run_read(root, "crlf.py").text
+
+
+def test_call_only_style_and_cli(repos_dir, tmp_path):
+    out = tmp_path / "call.jsonl"
+    args = ["data", "repo-examples", "--repos", str(repos_dir), "-o", str(out), "--style", "call-only"]
+    r = CliRunner().invoke(main, [*args, "--grep", "10", "--read", "4", "--direct", "2"])
+    assert r.exit_code == 0, r.output
+    assert "grep 10/10, read 4/4, direct 2/2" in r.output
+    recs = fileio.read_jsonl(out)
+    tool_recs = [x for x in recs if x["meta"]["category"] != "direct"]
+    assert len(tool_recs) == 14
+    for x in tool_recs:
+        assert records.validate_record(x) == []
+        assert not records.is_trajectory(x) and len(x["messages"]) == 3
+        assert x["meta"]["style"] == x["meta"]["shape"] == "call-only"
+    r = CliRunner().invoke(main, [*args[:-1], "both"])
+    assert r.exit_code == 2 and "--style" in r.output
 
 
 def test_code_format(repos_dir, tmp_path):
@@ -194,10 +320,50 @@ def test_code_format(repos_dir, tmp_path):
     recs = fileio.read_jsonl(out)
     check_grounded(recs, repos_dir)
     assert all("tools" not in r for r in recs)
-    assert any(r["messages"][-1]["content"].startswith("```python\ngrep(") for r in recs)
+    tool_recs = [r for r in recs if r["meta"]["category"] != "direct"]
+    assert all(
+        r["messages"][2]["content"].startswith(("```python\ngrep(", "```python\nread(")) for r in tool_recs
+    )
+    assert all(records.is_trajectory(r) for r in tool_recs)
 
 
-def test_manifest_commit_is_used(repos_dir, tmp_path):
+def test_docstring_cleaning():
+    doc = """Strip :func:`~ansi.codes` and ``ESC`` sequences from *styled* text.
+
+    .. note::
+       Never raises.
+
+    >>> strip("x")
+    'x'
+
+    See `the docs <https://example.com>`_ for **more**.
+    """
+    assert docstrings.clean_docstring(doc) == (
+        "Strip ansi.codes and ESC sequences from styled text.\n\nSee the docs for more."
+    )
+    summary = docstrings.summary(doc)
+    assert summary == "Strip ansi.codes and ESC sequences from styled text."
+    assert docstrings.phrases(summary)["third"] == "strips ansi.codes and ESC sequences from styled text"
+    assert docstrings.phrases("Returns the list of items.")["inf"] == "return the list of items"
+    assert docstrings.phrases("A request as the router sees it.") == {
+        "noun": "a request as the router sees it"
+    }
+    assert docstrings.summary("Register handler for path.") is None  # too short to say anything
+    assert docstrings.summary("pkg.module\n~~~~~~\n\nLexers for Python and related languages.") == (
+        "Lexers for Python and related languages."
+    )
+
+
+def test_python_imports_and_decorators_are_recognised():
+    assert docstrings.is_stdlib_module("os.path") and docstrings.is_stdlib_module("__future__")
+    assert not docstrings.is_stdlib_module("yaml")
+    for head in ("property", "staticmethod", "functools.wraps", "dataclass", "abc.abstractmethod"):
+        assert docstrings.is_python_decorator(head)
+    assert docstrings.is_python_decorator("cached", {"cached": "functools"})
+    assert not docstrings.is_python_decorator("route") and not docstrings.is_python_decorator("app.get")
+
+
+def test_manifest_commit_is_used(repos_dir):
     fileio.write_json(repos_dir / "manifest.json", {"repos": [{"name": "alpha", "commit": "abc123"}]})
     found = {r.name: r.commit for r in examples.find_repos(repos_dir)}
     assert found == {"alpha": "abc123", "beta": "unknown"}
@@ -209,7 +375,7 @@ def test_cli_repo_examples_and_errors(repos_dir, tmp_path):
     r = CliRunner().invoke(main, [*args, "--grep", "10", "--read", "4", "--direct", "4", "--seed", "5"])
     assert r.exit_code == 0, r.output
     assert "grep 10/10, read 4/4, direct 4/4" in r.output
-    assert re.search(r"alpha\s+5\s+2\s+2", r.output) and re.search(r"beta\s+5\s+2\s+2", r.output)
+    assert re.search(r"alpha\s+5\s+2\s+0", r.output) and re.search(r"beta\s+5\s+2\s+0", r.output)
     assert "files parsed 6; skipped: not_utf8 2, symlink_outside 2, syntax_error 2, too_large 2" in r.output
     assert len(fileio.read_jsonl(out)) == 18
 
@@ -232,7 +398,8 @@ def test_cli_domain_examples(repos_dir, tmp_path):
     assert r.exit_code == 0, r.output
     assert "shortfall (not enough distinct symbols): grep" in r.output
     recs = fileio.read_jsonl(out)
-    assert {x["meta"]["source"] for x in recs} == {"domain:alpha"}
+    assert {x["meta"]["source"] for x in recs if x["meta"]["category"] != "direct"} == {"domain:alpha"}
+    assert any("domain" in x["messages"][1]["content"] for x in recs if x["meta"]["category"] == "direct")
     check_grounded(recs, repos_dir)
     r = CliRunner().invoke(
         main, ["data", "domain-examples", "--repo", str(tmp_path / "gone"), "-o", str(out)]
@@ -240,8 +407,9 @@ def test_cli_domain_examples(repos_dir, tmp_path):
     assert r.exit_code == 1 and "Error: --repo:" in r.output and "no such directory" in r.output
 
 
-def test_domain_default_is_this_project():
+def test_domain_default_is_this_projects_library():
     root = examples.default_domain_root()
-    assert (root / "mlx_tune" / "examples.py").is_file()
     repo = examples.domain_repo()
-    assert repo.source == "domain:mlx_tune" and repo.root == root
+    assert repo.source == "domain:mlx_tune" and repo.name == "mlx_tune"
+    assert repo.root == root / "mlx_tune" and (repo.root / "examples.py").is_file()
+    assert not (repo.root / "tests").exists()
