@@ -76,7 +76,8 @@ class Result:
             m = r["meta"]
             self.by_category[m["category"]] += 1
             self.by_shape[m.get("shape", "?")] += 1
-            self.by_repo.setdefault(m.get("repo") or m["source"], Counter())[m["category"]] += 1
+            # Direct records (about Python, not a repository) share one row.
+            self.by_repo.setdefault(m.get("repo") or "(python)", Counter())[m["category"]] += 1
 
 
 # ---------------------------------------------------------------- finding repositories

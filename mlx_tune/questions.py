@@ -94,7 +94,7 @@ class Planner(HitListDrafts):
             ],
             "explain": [s for s in funcs if s.phrase and "third" in s.phrase],
             "named": [s for s in unique if s.kind != "method"],
-            "usage": [s for s in unique if s.kind != "method" and len(set(self.users.get(s.name, ()))) > 0],
+            "usage": [s for s in unique if s.kind != "method" and s.name in self.users],
             "import": sorted(self.imports),
             "decorator": sorted(self.decorators),
             "ambiguous": sorted(n for n, d in self.defs.items() if 2 <= len({s.path for s in d}) <= 6),

@@ -20,6 +20,7 @@ from mlx_tune import tools
 # Line breaks str.splitlines() knows besides "\n": in a file holding one, offsets do not map to
 # lines by counting "\n", so every line is tried.
 _ODD_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+_WORD = re.compile(r"\w+")
 
 
 class RepoIndex:
@@ -31,7 +32,9 @@ class RepoIndex:
         self._lines: dict[str, list[str]] = {}
         self._odd: list[str] = []  # files whose lower-case offsets are not line offsets
         self._starts: dict[str, list[int]] = {}  # offsets where each line of a mapped file starts
-        mapped, lower = [], []
+        self._blob_files: list[str] = []  # files whose lower-case offsets map to lines
+        self._mapped_lower: list[str] = []
+        self._vocab: str | None = None  # every word of the mapped files, one a line (built on demand)
         for p in tools._iter_files(self.root, self.root):
             text = tools._text_of(p)
             if text is None:
@@ -42,16 +45,8 @@ class RepoIndex:
             if _ODD_BREAKS.search(text) or len(low) != len(text):
                 self._odd.append(rel)
             else:
-                mapped.append(rel)
-                lower.append(low)
-        # All mapped files, lower-cased, in one string: a needle is found across them in one scan.
-        self._blob = "\0".join(lower)
-        self._blob_files = mapped
-        self._blob_offsets = []
-        at = 0
-        for low in lower:
-            self._blob_offsets.append(at)
-            at += len(low) + 1
+                self._blob_files.append(rel)
+                self._mapped_lower.append(low)
         self._odd_lower = {rel: self.texts[rel].lower() for rel in self._odd}
 
     def lines(self, path: str) -> list[str]:
@@ -101,19 +96,48 @@ class RepoIndex:
         files that cannot be mapped: an empty set, meaning every line is tried)."""
         out: dict[str, set[int]] = {}
         for needle in needles:
-            at = self._blob.find(needle)
-            while at >= 0:
-                i = bisect.bisect_right(self._blob_offsets, at) - 1
-                rel = self._blob_files[i]
-                offset = at - self._blob_offsets[i]
-                if rel not in self._starts:
-                    self._starts[rel] = [0, *(m.end() for m in re.finditer("\n", self.texts[rel]))]
-                out.setdefault(rel, set()).add(bisect.bisect_right(self._starts[rel], offset))
-                at = self._blob.find(needle, at + 1)
+            for rel, numbers in self._needle_lines(needle).items():
+                out.setdefault(rel, set()).update(numbers)
         for rel, low in self._odd_lower.items():
             if any(n in low for n in needles):
                 out.setdefault(rel, set())
         return out
+
+    def _needle_lines(self, needle: str) -> dict[str, set[int]]:
+        """Mapped files holding ``needle`` -> numbers of the lines holding it."""
+        out: dict[str, set[int]] = {}
+        for i in self._files_with(needle):
+            rel, low = self._blob_files[i], self._mapped_lower[i]
+            if rel not in self._starts:
+                self._starts[rel] = [0, *(m.end() for m in re.finditer("\n", self.texts[rel]))]
+            at = low.find(needle)
+            while at >= 0:
+                out.setdefault(rel, set()).add(bisect.bisect_right(self._starts[rel], at))
+                at = low.find(needle, at + 1)
+        return out
+
+    def _files_with(self, needle: str) -> set[int] | range:
+        """Indices of the mapped files that may hold ``needle``: those with a word containing the
+        needle's longest word run (a line holding the needle holds such a word)."""
+        runs = _WORD.findall(needle)
+        if not runs:
+            return range(len(self._blob_files))
+        if self._vocab is None:
+            self._files_of: dict[str, list[int]] = {}
+            for i, low in enumerate(self._mapped_lower):
+                for word in set(_WORD.findall(low)):
+                    self._files_of.setdefault(word, []).append(i)
+            self._vocab = "\n".join(self._files_of)
+        run = max(runs, key=len)
+        found: set[int] = set()
+        at = self._vocab.find(run)
+        while at >= 0:
+            start = self._vocab.rfind("\n", 0, at) + 1
+            end = self._vocab.find("\n", at)
+            end = len(self._vocab) if end < 0 else end
+            found.update(self._files_of[self._vocab[start:end]])
+            at = self._vocab.find(run, end)
+        return found
 
     def read(self, path: str, start_line: int | None = None, end_line: int | None = None) -> tools.ToolOutput:
         """What ``tools.run_read(root, path, start_line, end_line)`` returns for a file here."""

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 import mlx_tune
-from mlx_tune import docstrings, examples, fileio, records, tools
+from mlx_tune import data_quality, docstrings, examples, fileio, records, tools
 from mlx_tune.cli import main
 from mlx_tune.repo_index import RepoIndex
 
@@ -259,6 +259,10 @@ def test_each_shape_on_a_larger_run(repos_dir):
     defined = {r["meta"]["defined_in"] for r in result.records if r["meta"]["kind"] == "decorator"}
     assert defined <= {"alpha/routing.py", "beta/routing.py"}  # where @route is defined, not used
     assert len({r["meta"]["template"] for r in result.records}) >= 20
+    # the targets, measured the way `data stats` measures them
+    quality = data_quality.quality(result.records)
+    assert quality["tool_trajectory_share"] >= 0.6 and quality["near_duplicate_share"] <= 0.4
+    assert quality["literal_pattern_share"] <= 0.3 and quality["name_in_question_share"] <= 0.7
 
 
 def test_same_seed_same_bytes_and_other_seed_differs(repos_dir, tmp_path):
@@ -376,6 +380,7 @@ def test_cli_repo_examples_and_errors(repos_dir, tmp_path):
     assert r.exit_code == 0, r.output
     assert "grep 10/10, read 4/4, direct 4/4" in r.output
     assert re.search(r"alpha\s+5\s+2\s+0", r.output) and re.search(r"beta\s+5\s+2\s+0", r.output)
+    assert re.search(r"\(python\)\s+0\s+0\s+4", r.output)
     assert "files parsed 6; skipped: not_utf8 2, symlink_outside 2, syntax_error 2, too_large 2" in r.output
     assert len(fileio.read_jsonl(out)) == 18
 
