@@ -1,5 +1,9 @@
 """Fast, faithful evaluation on mlx-lm: batched greedy generation with a shared prompt prefix,
-a plain per-query reference loop, and answer-token perplexity.
+a plain per-query reference loop, and perplexity over the tokens training trains.
+
+A query's prompt is the record's messages before its first assistant turn (the decision the
+reference makes), rendered like training renders them; the agent loop (:mod:`mlx_tune.agent`)
+passes grown conversations as prompt token lists.
 
 Every query of a held-out set starts with the same tokens (system prompt and tool schemas), so
 :func:`generate_batched` runs that prefix through the model once, gives each query a copy of the
@@ -22,7 +26,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from mlx_tune import UserError
+from mlx_tune import UserError, records
 from mlx_tune.batching import common_length
 from mlx_tune.json_prefix import JsonPrefix
 from mlx_tune.metrics import finish_text, record_format
@@ -90,15 +94,20 @@ def _first_line(e: BaseException) -> str:
     return " ".join(text.splitlines()[:3])[:400]
 
 
+def render_messages(tokenizer, messages: Sequence[dict], tools: list | None = None) -> list[int]:
+    """Token ids of a conversation so far plus the generation prompt: what the model answers.
+    Tool-call arguments are rendered as objects, as training renders them
+    (:func:`mlx_tune.records.templated_messages`)."""
+    messages = records.templated_messages({"messages": list(messages)})
+    ids = tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True, return_dict=False)
+    return list(ids)
+
+
 def render_prompts(tokenizer, queries: Sequence[dict]) -> list[list[int]]:
-    """Token ids of each query's prompt: every message but the answer, plus the generation prompt."""
-    out = []
-    for r in queries:
-        ids = tokenizer.apply_chat_template(
-            r["messages"][:-1], tools=r.get("tools"), add_generation_prompt=True, return_dict=False
-        )
-        out.append(list(ids))
-    return out
+    """Token ids of each query's prompt: the messages before its first assistant turn (the
+    decision the reference makes, :func:`mlx_tune.records.prompt_messages`), plus the generation
+    prompt. A trajectory's later turns (tool output, final answer) are not part of it."""
+    return [render_messages(tokenizer, records.prompt_messages(r), r.get("tools")) for r in queries]
 
 
 def common_prefix(prompts: Sequence[Sequence[int]]) -> int:
@@ -211,8 +220,11 @@ def generate_batched(
     batch_size: int = 32,
     stop_broken_calls: bool = True,
     progress: bool = False,
+    prompts: Sequence[Sequence[int]] | None = None,
 ) -> Generation:
     """Greedy answers for ``queries`` (records), batched, sharing the prompt prefix's KV cache.
+    ``prompts`` (token ids, one per query) replaces :func:`render_prompts`: the agent loop passes
+    conversations that have grown by tool turns; ``queries`` then only give each answer's format.
 
     Stop checks run on token ids inside the generator (end of sequence, and ``</tool_call>`` when it
     is one token), so nothing is detokenized per step. Finished queries are replaced in groups (a
@@ -226,7 +238,7 @@ def generate_batched(
     from tqdm import tqdm
 
     t_start = time.perf_counter()
-    prompts = render_prompts(tokenizer, queries)
+    prompts = [list(p) for p in prompts] if prompts is not None else render_prompts(tokenizer, queries)
     fmts = [record_format(r) for r in queries]
     n = len(prompts)
     eos, closer = _stop_tokens(tokenizer)
@@ -330,14 +342,21 @@ def generate_batched(
 
 
 def generate_loop(
-    model, tokenizer, queries: Sequence[dict], *, max_tokens: int = 256, progress: bool = False
+    model,
+    tokenizer,
+    queries: Sequence[dict],
+    *,
+    max_tokens: int = 256,
+    progress: bool = False,
+    prompts: Sequence[Sequence[int]] | None = None,
 ) -> Generation:
-    """The reference: one plain ``mlx_lm.generate`` call per query (greedy, no shared prefix)."""
+    """The reference: one plain ``mlx_lm.generate`` call per query (greedy, no shared prefix);
+    ``prompts`` as in :func:`generate_batched`."""
     import mlx_lm
     from tqdm import tqdm
 
     t_start = time.perf_counter()
-    prompts = render_prompts(tokenizer, queries)
+    prompts = [list(p) for p in prompts] if prompts is not None else render_prompts(tokenizer, queries)
     texts, counts, latencies = [], [], []
     for p in tqdm(prompts, desc="generate (loop)", unit="query", disable=not progress, leave=False):
         tic = time.perf_counter()
@@ -360,25 +379,36 @@ def prefill(model, tokens: Sequence[int], cache: list | None = None) -> list:
 
 
 def perplexity(model, tokenizer, queries: Sequence[dict], *, max_seq_length: int = 4096) -> float | None:
-    """exp(mean negative log-likelihood) of the reference answer tokens over all queries (the
-    prompt is masked, as ``mlx_lm lora --mask-prompt`` trains; tokens as mlx-lm's ChatDataset
-    makes them). The shared prompt prefix is computed once; each query then runs only its own
-    prompt tokens and its answer, so no logits are made for the (long) prompt."""
-    import mlx.nn as nn
-    from mlx_lm.tuner.datasets import ChatDataset
+    """exp(mean negative log-likelihood) over the tokens training trains: every assistant turn of
+    each record, rendered and masked by :func:`mlx_tune.batching.tokenize_record` (the function
+    training uses), cut at ``max_seq_length`` as training cuts. ``None`` if nothing is trained.
 
-    ds = ChatDataset(list(queries), tokenizer, mask_prompt=True)
-    items = [ds.process(r) for r in queries]
-    items = [(list(t[:max_seq_length]), off) for t, off in items if 0 < off < min(len(t), max_seq_length)]
+    The shared prefix (system prompt and tool schemas) is computed once; each record then runs
+    only its own tokens, and the output projection is applied only at the trained positions."""
+    import mlx.nn as nn
+
+    from mlx_tune.batching import output_head, tokenize_record
+
+    items = []
+    for r in queries:
+        ex = tokenize_record(tokenizer, r, mask_prompt=True)
+        tokens = ex.tokens[:max_seq_length]
+        targets = [t for s, e in ex.spans for t in range(s, min(e, len(tokens)))]
+        if targets:
+            items.append((tokens, targets))
     if not items:
         return None
-    k = common_prefix([t[:off] for t, off in items])
+    # Logits are needed from position (first target - 1) on, so the prefix stops before it.
+    k = common_prefix([t[: targets[0]] for t, targets in items])
+    hidden, head, _ = output_head(model)
     prefix_cache = prefill(model, items[0][0][:k])
     total_nll, total_tokens = 0.0, 0
-    for tokens, off in items:
-        cache = prefill(model, tokens[k : off - 1], copy.deepcopy(prefix_cache))
-        logits = model(mx.array(tokens[off - 1 : -1])[None], cache=cache)[0].astype(mx.float32)
-        nll = nn.losses.cross_entropy(logits, mx.array(tokens[off:]), reduction="sum")
+    for tokens, targets in items:
+        cache = copy.deepcopy(prefix_cache)
+        h = hidden(mx.array(tokens[k:-1])[None], cache=cache)[0]
+        picked = h[mx.array([t - 1 - k for t in targets])]
+        logits = head(picked).astype(mx.float32)
+        nll = nn.losses.cross_entropy(logits, mx.array([tokens[t] for t in targets]), reduction="sum")
         total_nll += float(nll.item())
-        total_tokens += len(tokens) - off
+        total_tokens += len(targets)
     return math.exp(total_nll / total_tokens)

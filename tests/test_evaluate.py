@@ -89,25 +89,59 @@ def test_code_mode_completion_is_checked_only_after_a_backtick(loaded):
     assert evaluate._complete(tokenizer, call, "tools")  # no closer token: found in the text
 
 
-def test_perplexity_matches_a_full_forward_pass(loaded):
-    import mlx.core as mx
-    import mlx.nn as nn
-    from mlx_lm.tuner.datasets import ChatDataset
+def trajectories(n: int = 3) -> list[dict]:
+    """Trajectory records (one and two calls, tool messages, grounded answers) in both formats."""
+    from mlx_tune import records
+
+    meta = {"category": "grep", "origin": "synthetic", "source": "repo:demo", "generator": "test/1"}
+    out = []
+    for i in range(n):
+        grep = ("grep", {"pattern": f"class Thing{i}"}, f"demo/mod{i}.py:{i + 3}:class Thing{i}:")
+        read = ("read", {"path": f"demo/mod{i}.py", "start_line": i + 3}, f"demo/mod{i}.py (lines 3-4 of 4)")
+        steps = [grep] if i % 2 else [grep, read]
+        answer = f"Thing{i} is defined in demo/mod{i}.py at line {i + 3}."
+        for fmt in records.FORMATS:
+            out.append(records.trajectory_record(f"Where is Thing{i}?", steps, answer, meta, fmt))
+    return out
+
+
+def test_perplexity_is_the_training_rendering_in_one_forward_pass(loaded):
+    """Perplexity scores exactly what training trains (every assistant turn, as
+    ``batching.tokenize_record`` renders and masks it): equal to a plain full forward pass."""
+    from mlx_tune.batching import tokenize_record
 
     model, tokenizer = loaded
-    queries = make_records(6) + make_records(3, fmt="code")
+    queries = make_records(6) + make_records(3, fmt="code") + trajectories()
     ppl = evaluate.perplexity(model, tokenizer, queries)
-    # Reference: the whole conversation in one pass, loss on the answer tokens only.
-    ds = ChatDataset(queries, tokenizer, mask_prompt=True)
     nll, n = 0.0, 0
     for r in queries:
-        tokens, off = ds.process(r)
-        logits = model(mx.array(tokens[:-1])[None])[0]
-        nll += nn.losses.cross_entropy(logits[off - 1 :], mx.array(tokens[off:]), reduction="sum").item()
-        n += len(tokens) - off
+        ex = tokenize_record(tokenizer, r, mask_prompt=True)
+        logits = model(mx.array(ex.tokens[:-1])[None])[0]
+        for s, e in ex.spans:
+            target = mx.array(ex.tokens[s:e])
+            nll += nn.losses.cross_entropy(logits[s - 1 : e - 1], target, reduction="sum").item()
+            n += e - s
     assert ppl == pytest.approx(math.exp(nll / n), rel=1e-4)
+    # A trajectory trains every assistant turn: its calls and its final answer.
+    assert len(tokenize_record(tokenizer, trajectories(1)[0]).spans) == 3
     # An untrained model: near uniform over the vocabulary, certainly finite and > 1.
     assert 1 < ppl < 10 * len(tokenizer.get_vocab())
+    assert evaluate.perplexity(model, tokenizer, []) is None
+
+
+def test_prompts_end_before_the_first_assistant_turn(loaded):
+    """A trajectory's prompt is its system and user messages, never its calls or final answer."""
+    from mlx_tune import records
+
+    _, tokenizer = loaded
+    queries = trajectories(2)
+    for r, ids in zip(queries, evaluate.render_prompts(tokenizer, queries), strict=True):
+        text = tokenizer.decode(ids)
+        assert text.endswith("<|im_start|>assistant\n")
+        assert r["messages"][1]["content"] in text
+        assert "<tool_response>" not in text and records.answer_of(r)["content"] not in text
+        assert text.count("Thing") == 1  # in the question only, not in a call or its output
+        assert ids == evaluate.render_messages(tokenizer, records.prompt_messages(r), r.get("tools"))
 
 
 def test_bad_specs_name_what_is_wrong(tiny_model, tmp_path):
