@@ -10,8 +10,10 @@ KV cache copied per query, each query stopping when its answer is complete (``<|
 
 Prints both wall times, how many category predictions (grep/read/direct/invalid) agree, every
 difference, and as the last line ``ratio: N.NN agreement: N.NNN`` (loop time / ours; share of
-identical category predictions). Targets: ratio >= 5, agreement >= 0.99. With ``--repeats N`` both
-sides run N times, alternating, and each side's best time counts (a shared machine is noisy).
+identical category predictions). Targets: ratio >= 5 (>= 3 with ``--agent``) on a model whose tool
+calls are valid, agreement >= 0.99. With ``--repeats N`` both sides run N times, alternating, and
+each side's best time counts (a shared machine is noisy). The ``calls:`` line says how many of the
+attempted tool calls are valid.
 
     python benchmarks/eval_speed.py [--model SPEC] [--queries FILE] [--limit N]
         [--max-tokens 128] [--batch-size 32] [--repeats 1] [--agent [--repos DIR] [--max-steps 3]]
