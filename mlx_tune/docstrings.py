@@ -42,6 +42,7 @@ VERBS = frozenset(
     "strip subscribe substitute swap take tell test tokenize track transform translate truncate try "
     "turn unpack unregister unwrap update upload validate verify visit wait walk wrap write yield".split()
 )
+_RULE = re.compile(r"[-=~^*#+]{3,}")  # a reST heading underline or a Markdown rule
 _STOP = frozenset(
     "a an the of to for from in on at by with and or not is are be as it its this that these those "
     "if else when into onto than then which who whose what there their them they we you your our "
@@ -68,7 +69,7 @@ def clean_docstring(doc: str | None) -> str:
             continue
         directive = None
         doctest = doctest and bool(line)
-        if fence or doctest or re.fullmatch(r"[-=~^*#+]{3,}", line):
+        if fence or doctest or _RULE.fullmatch(line):
             continue
         if line.startswith(">>>"):
             doctest = True
@@ -78,6 +79,8 @@ def clean_docstring(doc: str | None) -> str:
             continue
         lines.append(line)
     text = "\n".join(lines)
+    if "`" not in text and "*" not in text and "](" not in text:
+        return _paragraphs(text)
     text = re.sub(r":[\w:.-]+:`~?([^`<]*?)(?:\s*<[^>]*>)?`", r"\1", text)  # :func:`~a.b` / :ref:`t <x>`
     text = re.sub(r"`([^`<]+?)\s*<[^>]+>`_{1,2}", r"\1", text)  # `text <url>`_
     text = re.sub(r"\[([^\]]+)\]\([^)]+\)", r"\1", text)  # [text](url)
@@ -85,6 +88,10 @@ def clean_docstring(doc: str | None) -> str:
     text = re.sub(r"`([^`]+)`_{0,2}", r"\1", text)
     text = re.sub(r"(?<![\w*])\*\*([^*\n]+)\*\*(?!\w)", r"\1", text)
     text = re.sub(r"(?<![\w*])\*([^*\n]+)\*(?!\w)", r"\1", text)
+    return _paragraphs(text)
+
+
+def _paragraphs(text: str) -> str:
     paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text)]
     return "\n\n".join(p for p in paragraphs if p)
 

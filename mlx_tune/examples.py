@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlx_tune import UserError, fileio, records
+from mlx_tune.data_quality import is_literal_pattern
 from mlx_tune.extract import FileInfo, extract_files
 from mlx_tune.questions import Draft, Planner
 from mlx_tune.repo_index import RepoIndex
@@ -41,6 +42,7 @@ GREP_CYCLE = (
     "usage", "behaviour", "ambiguous", "explain", "negative", "import",
 )  # fmt: skip
 READ_CYCLE = ("line", "file")
+LITERAL_SHARE = 0.25  # most literal `class X`/`def X` searches per repository (issue 10: <= 30%)
 
 
 @dataclass
@@ -201,9 +203,13 @@ def _scan(
 def _stream(
     repo: Repo, planner: Planner, cycle: Sequence[str], style: str, fmt: str, seen: set[str]
 ) -> Iterator[dict]:
-    """Records of one repository, taking kinds in ``cycle`` order until every kind runs out."""
+    """Records of one repository, taking kinds in ``cycle`` order until every kind runs out.
+    A draft whose search is a literal ``class X``/``def X`` is skipped while such searches would
+    pass :data:`LITERAL_SHARE` of the repository's greps (small repositories run out of the
+    other kinds first)."""
     pools = {kind: iter(items) for kind, items in planner.pools().items() if kind in cycle}
     live = set(pools)
+    greps = literal = 0
     while live:
         for kind in cycle:
             if kind not in live:
@@ -213,10 +219,16 @@ def _stream(
                 draft = planner.draft(kind, item)
                 if draft is None:
                     continue
+                steps = draft.steps if style == "trajectory" else draft.steps[:1]
+                patterns = [args["pattern"] for tool, args, _ in steps if tool == "grep"]
+                lit = sum(map(is_literal_pattern, patterns))
+                if lit and greps >= 8 and literal + lit > LITERAL_SHARE * (greps + len(patterns)):
+                    continue
                 record = to_record(draft, repo, style, fmt)
                 key = records.normalized_key(record)
                 if key not in seen:
                     seen.add(key)
+                    greps, literal = greps + len(patterns), literal + lit
                     break
                 record = None
             if record is None:

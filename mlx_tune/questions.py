@@ -283,9 +283,10 @@ class Planner(HitListDrafts):
             if f"{a} {b}" in text:
                 out.append((f"{a} {b}", f"{a} {b}".lower()))
             out.append((f"(?i){re.escape(a.lower())}.*{re.escape(b.lower())}", max(a, b, key=len).lower()))
-        out += [(w, w.lower()) for w in sorted(words, key=len, reverse=True)[:2]]
+        # A single word is worth a search only when it is long enough to be distinctive.
+        out += [(w, w.lower()) for w in sorted(words, key=len, reverse=True)[:2] if len(w) >= 7]
         self.rng.shuffle(out)
-        return out[:4]
+        return out[:3]
 
     def _window_answer(self, sym: Sym, lines: list[str], start: int, end: int) -> str | None:
         """What lines ``start``..``end`` show about ``sym`` (its docstring when it is in view,

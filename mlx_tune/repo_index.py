@@ -11,6 +11,7 @@ it tries only the lines holding that word. The tests check equality with
 from __future__ import annotations
 
 import bisect
+import itertools
 import os
 import re
 from pathlib import Path
@@ -21,6 +22,8 @@ from mlx_tune import tools
 # lines by counting "\n", so every line is tried.
 _ODD_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 _WORD = re.compile(r"\w+")
+# A pattern starting like this only matches lines holding "def " or "class " (case aside).
+_DEF_PATTERN = re.compile(r"(?:\(\?i\))?(?:def |class |\(\?:class\|def\) |\(\?:def\|class\) )")
 
 
 class RepoIndex:
@@ -48,6 +51,9 @@ class RepoIndex:
                 self._blob_files.append(rel)
                 self._mapped_lower.append(low)
         self._odd_lower = {rel: self.texts[rel].lower() for rel in self._odd}
+        self._mapped_index = {rel: i for i, rel in enumerate(self._blob_files)}
+        self._size = sum(map(len, self.texts.values()))
+        self._defs: tuple[str, list[int], list[tuple[str, int]]] | None = None  # the def/class lines
 
     def lines(self, path: str) -> list[str]:
         if path not in self._lines:
@@ -72,10 +78,14 @@ class RepoIndex:
         contains (case aside); then only the lines holding a needle are tried. The caller vouches
         for them, and the tests compare the output with the tool's."""
         rx = re.compile(pattern)
-        candidates = self._candidate_lines(needles) if needles else None
+        defs = bool(_DEF_PATTERN.match(pattern))
+        candidates = self._candidate_lines(needles, defs) if needles else None
+        files = self._under(path)
+        if candidates is not None and self._size <= tools.MAX_SCAN_BYTES:
+            files = [rel for rel in files if rel in candidates]  # the scan cap cannot cut in
         found: list[tools.Match] = []
         total = scanned = 0
-        for rel in self._under(path):
+        for rel in files:
             if scanned > tools.MAX_SCAN_BYTES:
                 break
             scanned += len(self.texts[rel])
@@ -91,12 +101,14 @@ class RepoIndex:
         files = list(dict.fromkeys(m.path for m in found))
         return tools.ToolOutput("ok", tools.format_grep(found, total), found, files, total)
 
-    def _candidate_lines(self, needles: tuple[str, ...]) -> dict[str, set[int]]:
-        """Files holding a needle -> the 1-based numbers of the lines holding one (for the odd
-        files that cannot be mapped: an empty set, meaning every line is tried)."""
+    def _candidate_lines(self, needles: tuple[str, ...], defs: bool) -> dict[str, set[int]]:
+        """Files holding a needle -> the 1-based numbers of the lines holding one, among the
+        ``def``/``class`` lines only with ``defs`` (for the odd files that cannot be mapped: an
+        empty set, meaning every line is tried)."""
         out: dict[str, set[int]] = {}
         for needle in needles:
-            for rel, numbers in self._needle_lines(needle).items():
+            found = self._def_needle_lines(needle) if defs else self._needle_lines(needle)
+            for rel, numbers in found.items():
                 out.setdefault(rel, set()).update(numbers)
         for rel, low in self._odd_lower.items():
             if any(n in low for n in needles):
@@ -107,14 +119,44 @@ class RepoIndex:
         """Mapped files holding ``needle`` -> numbers of the lines holding it."""
         out: dict[str, set[int]] = {}
         for i in self._files_with(needle):
-            rel, low = self._blob_files[i], self._mapped_lower[i]
-            if rel not in self._starts:
-                self._starts[rel] = [0, *(m.end() for m in re.finditer("\n", self.texts[rel]))]
-            at = low.find(needle)
-            while at >= 0:
-                out.setdefault(rel, set()).add(bisect.bisect_right(self._starts[rel], at))
-                at = low.find(needle, at + 1)
+            numbers = self._find_lines(self._blob_files[i], needle)
+            if numbers:
+                out[self._blob_files[i]] = numbers
         return out
+
+    def _def_needle_lines(self, needle: str) -> dict[str, set[int]]:
+        """Like :meth:`_needle_lines`, among the lines holding ``def `` or ``class `` only."""
+        if self._defs is None:
+            keys, lows = [], []
+            for rel in self._blob_files:
+                numbers = set()
+                for word in ("def ", "class "):
+                    numbers.update(self._find_lines(rel, word))
+                for n in sorted(numbers):
+                    keys.append((rel, n))
+                    lows.append(self.lines(rel)[n - 1].lower())
+            offsets = list(itertools.accumulate((len(low) + 1 for low in lows), initial=0))
+            self._defs = ("\n".join(lows), offsets, keys)
+        blob, offsets, keys = self._defs
+        out: dict[str, set[int]] = {}
+        at = blob.find(needle)
+        while at >= 0:
+            rel, n = keys[bisect.bisect_right(offsets, at) - 1]
+            out.setdefault(rel, set()).add(n)
+            at = blob.find(needle, at + 1)
+        return out
+
+    def _find_lines(self, rel: str, needle: str) -> set[int]:
+        """Numbers of the lines of mapped file ``rel`` whose lower-case text holds ``needle``."""
+        if rel not in self._starts:
+            self._starts[rel] = [0, *(m.end() for m in re.finditer("\n", self.texts[rel]))]
+        starts, low = self._starts[rel], self._mapped_lower[self._mapped_index[rel]]
+        numbers = set()
+        at = low.find(needle)
+        while at >= 0:
+            numbers.add(bisect.bisect_right(starts, at))
+            at = low.find(needle, at + 1)
+        return numbers
 
     def _files_with(self, needle: str) -> set[int] | range:
         """Indices of the mapped files that may hold ``needle``: those with a word containing the
