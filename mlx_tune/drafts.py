@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 
+from mlx_tune import docstrings
 from mlx_tune.example_templates import FEATURES
 
 MAX_HITS = 12  # a search must show every hit (tools.GREP_SHOW) to count as a clean find
@@ -26,8 +28,18 @@ class Sym:
     kind: str  # class | function | method
     path: str
     line: int
-    summary: str | None  # the docstring's first sentence, cleaned
-    phrase: dict | None  # docstrings.phrases(summary)
+    doc: str | None  # the raw docstring
+
+    @cached_property
+    def summary(self) -> str | None:
+        """The docstring's first sentence, cleaned (computed when first asked: most symbols
+        never are)."""
+        return docstrings.summary(self.doc)
+
+    @cached_property
+    def phrase(self) -> dict | None:
+        """:func:`docstrings.phrases` of the summary."""
+        return docstrings.phrases(self.summary) if self.summary else None
 
 
 @dataclass

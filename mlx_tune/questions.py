@@ -44,9 +44,9 @@ class Planner(HitListDrafts):
         for f in self.files:
             local = {n: i.module for i in f.imports for n in i.names}
             for c in f.classes:
-                self._add(Sym(c.name, c.qualname, "class", f.path, c.lineno, *_doc(c.docstring)))
+                self._add(Sym(c.name, c.qualname, "class", f.path, c.lineno, c.docstring))
             for fn in f.functions:
-                self._add(Sym(fn.name, fn.qualname, fn.kind, f.path, fn.lineno, *_doc(fn.docstring)))
+                self._add(Sym(fn.name, fn.qualname, fn.kind, f.path, fn.lineno, fn.docstring))
                 for d in fn.decorators:
                     head = d.split("(", 1)[0]
                     if not re.fullmatch(r"[A-Za-z]\w*(?:\.[A-Za-z]\w*)*", head):
@@ -89,10 +89,9 @@ class Planner(HitListDrafts):
         unique = [s for s in self.syms if len(self.defs[s.name]) == 1]
         funcs = [s for s in self.syms if s.kind != "class"]
         out = {
-            "behaviour": [
-                s for s in self.syms if s.phrase and ("noun" if s.kind == "class" else "third") in s.phrase
-            ],
-            "explain": [s for s in funcs if s.phrase and "third" in s.phrase],
+            # Whether a docstring gives a usable phrase is checked when a symbol's turn comes.
+            "behaviour": [s for s in self.syms if s.doc],
+            "explain": [s for s in funcs if s.doc],
             "named": [s for s in unique if s.kind != "method"],
             "usage": [s for s in unique if s.kind != "method" and s.name in self.users],
             "import": sorted(self.imports),
@@ -155,6 +154,8 @@ class Planner(HitListDrafts):
         return (out, hits[0]) if hits else None
 
     def _behaviour(self, sym: Sym) -> Draft | None:
+        if not sym.phrase or ("noun" if sym.kind == "class" else "third") not in sym.phrase:
+            return None
         parts = [p for p in docstrings.name_parts(sym.name) if len(p) >= 3]
         words = docstrings.content_words(sym.summary) + sym.summary.split()[:1]
         shared = [p for p in parts if any(_same_word(p, w) for w in words)]
@@ -240,6 +241,8 @@ class Planner(HitListDrafts):
     # ------------------------------------------------------------ grep -> read -> answer
 
     def _explain(self, sym: Sym) -> Draft | None:
+        if not sym.phrase or "third" not in sym.phrase:
+            return None
         lines = self.index.lines(sym.path)
         named = self.rng.random() < 0.25
         if named:
@@ -353,11 +356,6 @@ class Planner(HitListDrafts):
         asked = self.ask("read.line", {"path": sym.path, "line": sym.line, "end": end}, sym.qual)
         args = {"path": sym.path, "start_line": sym.line, "end_line": end}
         return self._finish(asked, [("read", args, out.text)], said, "read-answer", **meta_of(sym, sym.line))
-
-
-def _doc(docstring: str | None) -> tuple[str | None, dict | None]:
-    summary = docstrings.summary(docstring)
-    return summary, docstrings.phrases(summary) if summary else None
 
 
 def _same_word(part: str, word: str) -> bool:
