@@ -254,6 +254,8 @@ class Planner(HitListDrafts):
         else:
             found = None
             for pattern, needle in self._doc_patterns(sym.summary):
+                if self.index.spread(needle) > 2 * MAX_HITS:
+                    continue  # a word in that many files will not find one docstring
                 found = self._find(pattern, (needle,), sym, window=12)
                 if found:
                     break

@@ -158,6 +158,11 @@ class RepoIndex:
             at = low.find(needle, at + 1)
         return numbers
 
+    def spread(self, needle: str) -> int:
+        """How many files hold a word containing ``needle``'s longest word run: a cheap upper
+        bound on the files holding ``needle`` (the odd files aside)."""
+        return len(self._files_with(needle))
+
     def _files_with(self, needle: str) -> set[int] | range:
         """Indices of the mapped files that may hold ``needle``: those with a word containing the
         needle's longest word run (a line holding the needle holds such a word)."""
