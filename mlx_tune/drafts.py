@@ -44,6 +44,9 @@ class Sym:
 
 @dataclass
 class Draft:
+    """One example before it becomes a record: the question, its template id, the calls with
+    their real output, the grounded answer, its shape and the repository ``meta`` fields."""
+
     question: str
     template: str
     steps: list[tuple[str, dict, str]]  # (tool, arguments, output text)
@@ -106,7 +109,7 @@ class HitListDrafts:
             asked = self.ask("grep.decorator", {"name": head}, head)
         shown = text if with_args else head
         answer = f"`@{shown}` is applied on {out.total_matches} line{'s' if out.total_matches > 1 else ''}: "
-        answer += list_hits(out) + "; the decorated definition starts on the line below each."
+        answer += list_hits(out) + "; the definitions they decorate follow these lines."
         home = self.defs.get(head.rsplit(".", 1)[-1])
         first = out.matches[0]
         return self._finish(asked, [("grep", {"pattern": pattern}, out.text)], answer, "grep-answer",
@@ -203,4 +206,4 @@ def meta_of(sym: Sym, line: int) -> dict:
 def list_hits(out) -> str:
     shown = ", ".join(f"`{m.path}:{m.line}`" for m in out.matches[:6])
     rest = out.total_matches - min(6, len(out.matches))
-    return shown + (f" and {rest} more (see the search output)" if rest > 0 else "")
+    return shown + (f" and {rest} more" if rest > 0 else "")
