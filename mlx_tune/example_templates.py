@@ -44,12 +44,16 @@ TEMPLATES: dict[str, list[str]] = {
         "Which file declares class {name}?",
         "Find the definition of {name} (it's a class).",
         "Where does {repo} define {name}?",
+        "In which module is the class {name} written?",
+        "Locate the class statement for {name}.",
     ],
     "grep.named.function": [
         "Where is {name}() defined?",
         "Which module implements the {name} function?",
         "Find where the function {name} is written.",
         "Where can I find the definition of {name}?",
+        "Which source file holds {name}?",
+        "Show me where {name} gets defined.",
     ],
     # grep -> read -> answer: explaining needs the code, not only its location
     "grep.explain": [
@@ -85,6 +89,8 @@ TEMPLATES: dict[str, list[str]] = {
         "Which modules depend on {module}?",
         "Find the imports of {module}.",
         "Does anything here use the {module} package? Show me where it is imported.",
+        "Which parts of the code rely on {module}?",
+        "Where is {module} brought in?",
     ],
     "grep.usage": [
         "Where is {name} called?",
@@ -92,6 +98,8 @@ TEMPLATES: dict[str, list[str]] = {
         "Who calls {name}?",
         "Find the callers of {name}.",
         "If I change {name}, which code is affected?",
+        "Where else in the code does {name} show up?",
+        "List the references to {name}.",
     ],
     "grep.ambiguous": [
         "Where is {name} defined?",
@@ -104,6 +112,8 @@ TEMPLATES: dict[str, list[str]] = {
         "Find the {name} function.",
         "Which file implements {name}?",
         "Is there a {name} somewhere in {repo}?",
+        "Where does {repo} keep its {name} helper?",
+        "Open the code of {name} for me; where is it?",
     ],
     "grep.negative_feature": [
         "Where does {repo} {feature}?",
@@ -111,6 +121,8 @@ TEMPLATES: dict[str, list[str]] = {
         "Is there any code here that can {feature}?",
         "Find the code that lets {repo} {feature}.",
         "Does this project {feature}? Where?",
+        "I heard {repo} can {feature}. Where is that code?",
+        "Show me how the code is able to {feature}.",
     ],
     # read -> answer: the question names the file
     "read.file": [
@@ -124,6 +136,12 @@ TEMPLATES: dict[str, list[str]] = {
         "Read {path} and describe what you find.",
         "I just opened {path}. What am I looking at?",
         "Tell me about the file {path}.",
+        "What lives in {path}? Give me the gist.",
+        "Skim {path} and tell me what it is about.",
+        "Which classes or functions does {path} start with?",
+        "Is {path} worth reading? What does it hold?",
+        "Describe the module {path} in a few sentences.",
+        "What would I find at the top of {path}?",
     ],
     "read.line": [
         "What does the code at {path}:{line} do?",
@@ -134,6 +152,12 @@ TEMPLATES: dict[str, list[str]] = {
         "Show me lines {line} to {end} of {path} and explain them.",
         "What happens in {path} around line {line}?",
         "Explain the definition on line {line} of {path}.",
+        "A stack trace points at {path}:{line}. What is that code?",
+        "What does {path} do between lines {line} and {end}?",
+        "Walk me through {path} starting at line {line}.",
+        "Read lines {line}-{end} of {path} and summarise them.",
+        "Which function starts at {path}:{line}, and what does it do?",
+        "My editor shows {path}:{line}. Explain what is defined there.",
     ],
 }
 

@@ -114,19 +114,22 @@ class Planner(HitListDrafts):
         """A question for ``intent`` and its template id, preferring an unseen masked form."""
         fields = {"repo": self.repo, **fields}
         names = [p for p in (symbol or "").split(".") if p]
-        options = list(enumerate(TEMPLATES[intent]))
-        self.rng.shuffle(options)
-        fallback = None
-        for i, template in options:
+        options = []
+        for i, template in enumerate(TEMPLATES[intent]):
             try:
-                core = template.format(**fields)
+                options.append((i, template.format(**fields)))
             except KeyError:
                 continue
+        self.rng.shuffle(options)
+        # A sentence shape not used yet beats a new opener or closer around a used one.
+        options.sort(key=lambda o: "core:" + mask_question(o[1], names) in self.masks)
+        fallback = None
+        for i, core in options:
             for _ in range(3):
                 question = self._wrap(core)
                 key = mask_question(question, names)
                 if key not in self.masks:
-                    self.masks.add(key)
+                    self.masks.update((key, "core:" + mask_question(core, names)))
                     return question, f"{intent}.{i}"
                 fallback = fallback or (question, f"{intent}.{i}")
         return fallback
