@@ -121,15 +121,17 @@ class Planner(HitListDrafts):
             except KeyError:
                 continue
         self.rng.shuffle(options)
-        # A sentence shape not used yet beats a new opener or closer around a used one.
-        options.sort(key=lambda o: "core:" + mask_question(o[1], names) in self.masks)
+        # A sentence shape not used yet beats a new opener or closer around a used one. A shape is
+        # the template with its free-text fields (names, paths and lines get masked anyway).
+        text = "|".join(str(fields.get(k, "")) for k in ("third", "inf", "noun", "feature"))
+        options.sort(key=lambda o: f"shape:{intent}.{o[0]}|{text}" in self.masks)
         fallback = None
         for i, core in options:
             for _ in range(3):
                 question = self._wrap(core)
                 key = mask_question(question, names)
                 if key not in self.masks:
-                    self.masks.update((key, "core:" + mask_question(core, names)))
+                    self.masks.update((key, f"shape:{intent}.{i}|{text}"))
                     return question, f"{intent}.{i}"
                 fallback = fallback or (question, f"{intent}.{i}")
         return fallback
