@@ -1,3 +1,4 @@
 from mlx_tune.cli import run
 
-run()
+if __name__ == "__main__":
+    run()

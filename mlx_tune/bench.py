@@ -65,6 +65,7 @@ from mlx_tune.fileio import sha256_file
 
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_BATCH_SIZE = 32
+DEFAULT_AGENT_STEPS = 3
 
 log = logging.getLogger("mlx_tune.bench")
 log.propagate = False  # bench.log gets the details; the console gets the table
@@ -81,9 +82,11 @@ def benchmark_model(
     batch_size: int,
     progress: bool,
     score_kw: dict | None = None,
+    agent_steps: int = DEFAULT_AGENT_STEPS,
 ) -> dict:
     """Measure one model, writing its predictions into ``out_dir`` (the staging folder);
-    raises on failure (the caller records the error). ``score_kw`` goes to ``metrics.score``."""
+    raises on failure (the caller records the error). ``score_kw`` goes to ``metrics.score``;
+    ``agent_steps`` is the agent loop's call limit (0: no agent loop)."""
     import mlx.core as mx
 
     from mlx_tune import evaluate
@@ -99,10 +102,12 @@ def benchmark_model(
         model, tokenizer, queries, max_tokens=max_tokens, batch_size=batch_size, progress=progress
     )
     ppl = evaluate.perplexity(model, tokenizer, queries)
+    agent_run = _agent(model, tokenizer, queries, gen, max_tokens, batch_size, agent_steps, score_kw or {})
     entry["peak_memory_gb"] = mx.get_peak_memory() / 1e9
     del model, tokenizer
     mx.clear_cache()
-    scored = metrics.score(queries, gen.texts, **(score_kw or {}))
+    success = agent_run["success"] if agent_run else None
+    scored = metrics.score(queries, gen.texts, trajectory_success=success, **(score_kw or {}))
     load_times = measure_load_time(spec, repeats) if repeats > 0 else []
     entry.update(
         {
@@ -119,14 +124,53 @@ def benchmark_model(
             "stopped_broken_calls": sum(gen.stopped_broken),
             "perplexity": ppl,
             **scored_fields(scored),
-            # The agent loop (mlx_tune.agent) fills these and accuracy.trajectory_success.
             **dict.fromkeys(AGENT_KEYS),
             "error": None,
         }
     )
-    stopped = {i: {"stopped_early": True} for i, s in enumerate(gen.stopped_broken) if s}
-    write_predictions(out_dir, name, gen.texts, scored, stopped)
+    extra: dict[int, dict] = {i: {"stopped_early": True} for i, s in enumerate(gen.stopped_broken) if s}
+    if agent_run:
+        entry.update(
+            {
+                "agent_wall_s": agent_run["wall_time"],
+                "agent_mean_steps": agent_run["mean_steps"],
+                "agent_tool_errors": agent_run["tool_errors"],
+                "agent_step_limit_hits": agent_run["step_limit_hits"],
+            }
+        )
+        for i, r in enumerate(agent_run["results"]):
+            extra.setdefault(i, {}).update(
+                {"agent_final": r.final, "agent_steps": r.steps, "agent_success": agent_run["success"][i]}
+            )
+    write_predictions(out_dir, name, gen.texts, scored, extra)
     return entry
+
+
+def _agent(model, tokenizer, queries, gen, max_tokens, batch_size, max_steps, score_kw) -> dict | None:
+    """The agent loop (:mod:`mlx_tune.agent`) on ``queries``, its first round taken from the
+    single-turn answers ``gen`` (the same prompts, greedy: the same texts), so only the rounds after
+    a tool call are decoded again. ``None`` when ``max_steps`` is 0."""
+    from mlx_tune import agent
+
+    if max_steps <= 0:
+        return None
+    first = [gen]
+    batched = agent.batched_generator(model, tokenizer, max_tokens=max_tokens, batch_size=batch_size)
+
+    def generate(convs: list[dict]):
+        return first.pop() if first else batched(convs)
+
+    def root_of(record: dict):
+        return metrics.repo_root(record, **{k: v for k, v in score_kw.items() if k != "timeout_s"})
+
+    tic = time.perf_counter()
+    run = agent.run_agent(queries, root_of, generate, max_steps=max_steps)
+    summary = agent.summarize(queries, run, root_of)
+    # Round 1 was the single-turn decode: its time is in eval_wall_s, not the loop's.
+    summary["wall_time"] = time.perf_counter() - tic
+    summary["results"] = run.results
+    log.info("agent loop: %s", {k: v for k, v in summary.items() if k not in ("success", "results")})
+    return summary
 
 
 def run_benchmark(
@@ -142,6 +186,7 @@ def run_benchmark(
     repos_dir: str | os.PathLike = metrics.DEFAULT_REPOS_DIR,
     html_dir: str | os.PathLike = metrics.DEFAULT_HTML_DIR,
     roots: dict[str, str] | None = None,
+    agent_steps: int = DEFAULT_AGENT_STEPS,
 ) -> dict:
     """Benchmark ``models`` (name -> spec) and the baselines on ``queries``; write the results
     into ``out_dir`` (all files at once, at the end) and return them (the ``results.json`` object).
@@ -153,6 +198,8 @@ def run_benchmark(
         raise UserError("nothing to benchmark: no models given (pass --model NAME=SPEC)")
     if batch_size < 1 or max_tokens < 1 or repeats < 0 or (limit is not None and limit < 1):
         raise UserError("--batch-size, --max-tokens and --limit must be >= 1, --repeats >= 0")
+    if agent_steps < 0:
+        raise UserError("--agent-steps must be >= 0 (0 skips the agent loop)")
     queries = Path(queries)
     query_records = load_queries(queries, limit)
     roots = named_roots((), repos_dir) if roots is None else roots
@@ -175,6 +222,7 @@ def run_benchmark(
                     "batch_size": batch_size,
                     "limit": limit,
                     "decoding": "greedy",
+                    "agent_steps": agent_steps,
                     "repos_dir": str(repos_dir),
                     "html_dir": str(html_dir),
                     "named_roots": roots,
@@ -198,6 +246,7 @@ def run_benchmark(
                         batch_size=batch_size,
                         progress=progress,
                         score_kw=score_kw,
+                        agent_steps=agent_steps,
                     )
                     log.info(
                         "%s: done in %.1fs: %s",
@@ -270,6 +319,14 @@ def _failed_entry(name: str, spec: str, message: str) -> dict:
 )
 @click.option("--limit", type=int, help="Use only the first N queries.")
 @click.option(
+    "--agent-steps",
+    default=DEFAULT_AGENT_STEPS,
+    show_default=True,
+    type=int,
+    help="Most tool calls per query in the agent loop (the model's calls run in the sandbox and "
+    "their output is fed back); 0 skips the agent loop.",
+)
+@click.option(
     "--out",
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -288,6 +345,7 @@ def command(
     max_tokens,
     batch_size,
     limit,
+    agent_steps,
     out_dir,
     repos_dir,
     repo_opts,
@@ -324,6 +382,7 @@ def command(
             repos_dir=repos_dir,
             html_dir=html_dir,
             roots=named_roots(repo_opts, repos_dir),
+            agent_steps=agent_steps,
         )
     except UserError as e:
         raise click.ClickException(str(e)) from None
@@ -380,6 +439,7 @@ def score_command(queries, predictions, out_dir, name, repos_dir, repo_opts, htm
             repos_dir=repos_dir,
             html_dir=html_dir,
             roots=named_roots(repo_opts, repos_dir),
+            agent_steps=agent_steps,
         )
     except UserError as e:
         raise click.ClickException(str(e)) from None
