@@ -439,7 +439,6 @@ def score_command(queries, predictions, out_dir, name, repos_dir, repo_opts, htm
             repos_dir=repos_dir,
             html_dir=html_dir,
             roots=named_roots(repo_opts, repos_dir),
-            agent_steps=agent_steps,
         )
     except UserError as e:
         raise click.ClickException(str(e)) from None
