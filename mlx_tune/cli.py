@@ -587,11 +587,17 @@ def demo(model, repos_mode, iters, limit, out, packages, force):
     from mlx_tune.demo import DemoSettings, run_demo
 
     extra = {"packages": tuple(packages)} if packages else {}
-    run_demo(
-        DemoSettings(
-            model=model, repos=repos_mode, iters=iters, bench_out=out, limit=limit, force=force, **extra
+    try:
+        run_demo(
+            DemoSettings(
+                model=model, repos=repos_mode, iters=iters, bench_out=out, limit=limit, force=force, **extra
+            )
         )
-    )
+    except KeyboardInterrupt:
+        click.echo(
+            "demo: interrupted; the unfinished stage is not marked done (run again to redo it)", err=True
+        )
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

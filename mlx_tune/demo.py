@@ -274,8 +274,16 @@ def _train_stages(s: DemoSettings, stage, model: str, tiny: bool) -> None:
                 Path(f"data/phase{n}/valid.jsonl"),
             ],
             [Path(f"adapters/phase{n}/adapters.safetensors")],
-            lambda settings=settings: train.train(settings),
+            lambda settings=settings: _train_completed(train, settings),
         )
+
+
+def _train_completed(train, settings) -> None:
+    """Train; a run that stopped early by interrupt is not a finished stage (it is not stamped,
+    fused or benchmarked; the next run trains it again)."""
+    summary = train.train(settings)
+    if summary.get("status") == "interrupted":
+        raise KeyboardInterrupt
 
 
 def _installed(dist: str) -> bool:
