@@ -38,8 +38,8 @@ class RepoIndex:
         self._blob_files: list[str] = []  # files whose lower-case offsets map to lines
         self._mapped_lower: list[str] = []
         self._vocab: str | None = None  # every word of the mapped files, one a line (built on demand)
-        for p in tools._iter_files(self.root, self.root):
-            text = tools._text_of(p)
+        for p in tools.iter_files(self.root, self.root):
+            text = tools.text_of(p)
             if text is None:
                 continue
             rel = p.relative_to(self.root).as_posix()

@@ -84,7 +84,8 @@ def norm_path(path: str | None) -> str:
     return os.path.normpath(path).replace("\\", "/") if path else ""
 
 
-def _iter_files(root: Path, start: Path) -> Iterator[Path]:
+def iter_files(root: Path, start: Path) -> Iterator[Path]:
+    """Files under ``start`` (or ``start`` itself), in grep's order, that resolve inside ``root``."""
     if start.is_file():
         yield start
         return
@@ -97,7 +98,8 @@ def _iter_files(root: Path, start: Path) -> Iterator[Path]:
                 yield p
 
 
-def _text_of(p: Path) -> str | None:
+def text_of(p: Path) -> str | None:
+    """A file's text as the tools see it; ``None`` for a large, binary or unreadable file."""
     try:
         if p.stat().st_size > MAX_FILE_BYTES:
             return None
@@ -125,10 +127,10 @@ def grep_matches(root: str | os.PathLike, pattern: str, path: str = ".") -> tupl
     rx = re.compile(pattern)
     found: list[Match] = []
     total = scanned = 0
-    for p in _iter_files(base, start):
+    for p in iter_files(base, start):
         if scanned > MAX_SCAN_BYTES:
             break
-        text = _text_of(p)
+        text = text_of(p)
         if text is None:
             continue
         scanned += len(text)
@@ -181,7 +183,7 @@ def read_lines(root: str | os.PathLike, path: str) -> tuple[str, list[str]]:
         raise ValueError(f"path {path!r} is outside the repository")
     if not target.is_file():
         raise ValueError(f"path {path!r} is not a file")
-    text = _text_of(target)
+    text = text_of(target)
     if text is None:
         raise ValueError(f"path {path!r} is not a text file")
     return norm_path(path), text.splitlines()
