@@ -2,7 +2,6 @@ import re
 from collections import Counter
 from pathlib import Path
 
-import jinja2
 import pytest
 from click.testing import CliRunner
 
@@ -17,15 +16,7 @@ from mlx_tune.html_examples import (
     generate_html_examples,
     write_pages,
 )
-
-# A Qwen2.5-style chat template: tools and tool-call arguments rendered with tojson.
-TEMPLATE = (
-    "{%- if tools %}<|im_start|>system\n{% for t in tools %}{{ t | tojson }}\n{% endfor %}"
-    "<|im_end|>\n{% endif %}"
-    "{%- for m in messages %}<|im_start|>{{ m.role }}\n{% if m.content %}{{ m.content }}{% endif %}"
-    '{% for c in m.tool_calls or [] %}<tool_call>{"name": "{{ c.function.name }}", '
-    '"arguments": {{ c.function.arguments | tojson }}}</tool_call>{% endfor %}<|im_end|>\n{% endfor %}'
-)
+from mlx_tune.tiny import render_chat  # Qwen2.5-Instruct's template, unmodified
 
 
 def check_grounded(root: Path, rec: dict) -> None:
@@ -99,8 +90,6 @@ def test_cli_writes_30_grounded_trajectories(tmp_path, monkeypatch):
 
 def test_every_pool_entry_is_grounded_and_renders(tmp_path):
     write_pages(tmp_path)
-    env = jinja2.Environment()
-    template = env.from_string(TEMPLATE)
     shapes = Counter()
     for seed in range(4):  # every entry, with different question phrasings
         recs = build_examples(tmp_path, len(GREP_POOL), len(READ_POOL), len(DIRECT_POOL), seed=seed)
@@ -110,7 +99,7 @@ def test_every_pool_entry_is_grounded_and_renders(tmp_path):
             shapes[rec["meta"]["shape"]] += 1
             if rec["meta"]["category"] != "direct":
                 check_grounded(tmp_path, rec)
-            text = template.render(messages=records.templated_messages(rec), tools=rec["tools"])
+            text = render_chat(records.templated_messages(rec), rec["tools"])
             assert records.answer_of(rec)["content"] in text
     assert {"grep-answer", "read-answer", "negative", "direct"} <= set(shapes)
     multi = [r for r in recs if len(records.record_calls(r)) == 2]

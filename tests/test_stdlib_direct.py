@@ -4,7 +4,6 @@ import subprocess
 import sys
 import textwrap
 
-import jinja2
 import pytest
 
 from mlx_tune import UserError, records
@@ -19,15 +18,8 @@ from mlx_tune.stdlib_direct import (
     pool_of,
     python_facts,
 )
+from mlx_tune.tiny import render_chat  # Qwen2.5-Instruct's template, unmodified
 
-# A Qwen2.5-style chat template: tools and tool-call arguments rendered with tojson.
-TEMPLATE = (
-    "{%- if tools %}<|im_start|>system\n{% for t in tools %}{{ t | tojson }}\n{% endfor %}"
-    "<|im_end|>\n{% endif %}"
-    "{%- for m in messages %}<|im_start|>{{ m.role }}\n{% if m.content %}{{ m.content }}{% endif %}"
-    '{% for c in m.tool_calls or [] %}<tool_call>{"name": "{{ c.function.name }}", '
-    '"arguments": {{ c.function.arguments | tojson }}}</tool_call>{% endfor %}<|im_end|>\n{% endfor %}'
-)
 MARKUP = re.compile(r"``|:\w+:`|>>>|\.\. \w+::|\*\*\w")
 
 
@@ -119,8 +111,6 @@ def test_real_library_has_enough_for_both_pools():
 
 
 def test_records_valid_clean_and_rendered():
-    env = jinja2.Environment()
-    template = env.from_string(TEMPLATE)
     shapes = set()
     for pool in POOLS:
         recs = build_direct(1000, seed=1, pool=pool)
@@ -149,7 +139,7 @@ def test_records_valid_clean_and_rendered():
                 and answer[-1] in ".!?)"
             )
             shapes.add(meta["template"])
-            text = template.render(messages=records.templated_messages(r), tools=r["tools"])
+            text = render_chat(records.templated_messages(r), r["tools"])
             assert answer in text and "<tool_call>" not in text.split("<|im_start|>assistant")[-1]
     assert len(shapes) >= 10
     # questions that describe the need do not name what they are about (a verb such as "encode"
