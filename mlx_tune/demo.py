@@ -9,7 +9,9 @@ fingerprint per stage is kept in ``data/cache/demo_stamps.json``):
 4. merges of phases 5, 6 and 7 into ``data/phaseN``;
 5. training of each phase into ``adapters/phaseN``;
 6. fusing phases 5 and 7 into ``models/phaseN-fused-8bit``;
-7. the benchmark of base, adapters and fused models into ``benchmarks/demo``.
+7. on the tiny model, the mission's QLoRA path once: a 4-bit base (``models/tiny-4bit``), LoRA on
+   phase 5 (``adapters/phase5-qlora``), fused into ``models/phase5-qlora-fused-8bit``;
+8. the benchmark of base, adapters, fused models and baselines into ``benchmarks/demo``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,19 @@ from mlx_tune import UserError, __version__, cpu_blas
 from mlx_tune.fileio import sha256_file, write_json
 
 TINY_MODEL_DIR = Path("models/tiny")
+TINY_4BIT_DIR = Path("models/tiny-4bit")
+# The mission's path on the tiny model: LoRA adapters on a 4-bit base (QLoRA), fused into 8 bits.
+# LoRA does not learn the task on the random tiny base (see tiny.TINY_TRAIN_PRESET), so this phase
+# exercises the path end to end (quantized base, LoRA, dequantize-fuse-requantize, benchmark)
+# while the other phases use the full fine-tune preset.
+QLORA_PHASE = 5
+QLORA_OVERRIDES = {
+    "fine_tune_type": "lora",
+    "train_embeddings": False,
+    "rank": 16,
+    "learning_rate": 1e-3,
+    "epochs": 1,
+}
 STAMPS = Path("data/cache/demo_stamps.json")
 # Installed with mlx_tune's own dependencies on every machine, so the demo needs no network.
 DEMO_PACKAGES = ("click", "typer", "pydantic", "attrs", "jinja2", "tqdm", "rich", "anyio")
@@ -130,6 +145,8 @@ def run_demo(s: DemoSettings) -> dict:
 
     _data_stages(s, stage)
     _train_stages(s, stage, model, tiny)
+    if tiny:
+        _qlora_stages(s, stage)
 
     from mlx_tune.fuse import fuse
 
@@ -152,11 +169,19 @@ def run_demo(s: DemoSettings) -> dict:
         models[f"phase{n}"] = f"{model}@adapters/phase{n}"
         if n in FUSED_PHASES:
             models[f"phase{n}-fused-8bit"] = f"models/phase{n}-fused-8bit"
+    if tiny:
+        models[f"phase{QLORA_PHASE}-qlora"] = f"{TINY_4BIT_DIR}@adapters/phase{QLORA_PHASE}-qlora"
+        models[f"phase{QLORA_PHASE}-qlora-fused-8bit"] = f"models/phase{QLORA_PHASE}-qlora-fused-8bit"
     queries = Path("data/phase7/test.jsonl")
     results_file = s.bench_out / "results.json"
     model_paths = [Path(model) if Path(model).exists() else Path("-"), queries]
     model_paths += [Path(f"adapters/phase{n}") for n in PHASES]
     model_paths += [Path(f"models/phase{n}-fused-8bit") for n in FUSED_PHASES]
+    if tiny:
+        model_paths += [
+            Path(f"adapters/phase{QLORA_PHASE}-qlora"),
+            Path(f"models/phase{QLORA_PHASE}-qlora-fused-8bit"),
+        ]
     stage(
         "benchmark",
         {"models": models, "repeats": s.load_repeats, "limit": s.limit},
@@ -276,6 +301,49 @@ def _train_stages(s: DemoSettings, stage, model: str, tiny: bool) -> None:
             [Path(f"adapters/phase{n}/adapters.safetensors")],
             lambda settings=settings: _train_completed(train, settings),
         )
+
+
+def _qlora_stages(s: DemoSettings, stage) -> None:
+    """A 4-bit tiny base, LoRA on one phase, and its fuse into 8 bits (see QLORA_OVERRIDES)."""
+    from mlx_tune import train
+    from mlx_tune.fuse import fuse
+    from mlx_tune.tiny import build_tiny_model
+
+    stage(
+        "tiny model (4-bit)",
+        {"seed": 0, "bits": 4},
+        [],
+        [TINY_4BIT_DIR / "config.json"],
+        lambda: build_tiny_model(TINY_4BIT_DIR, seed=0, bits=4),
+    )
+    n, adapters = QLORA_PHASE, Path(f"adapters/phase{QLORA_PHASE}-qlora")
+    overrides = {
+        "model": str(TINY_4BIT_DIR),
+        "data": f"data/phase{n}",
+        "adapter_path": str(adapters),
+        **QLORA_OVERRIDES,
+    }
+    if s.iters is not None:
+        overrides["iters"] = s.iters
+        overrides.pop("epochs")
+    settings = train.resolve_settings(preset="tiny", overrides=overrides)
+    stage(
+        f"train phase {n} (QLoRA)",
+        overrides,
+        [TINY_4BIT_DIR, Path(f"data/phase{n}/train.jsonl"), Path(f"data/phase{n}/valid.jsonl")],
+        [adapters / "adapters.safetensors"],
+        lambda: _train_completed(train, settings),
+    )
+    out = Path(f"models/phase{n}-qlora-fused-8bit")
+    stage(
+        f"fuse phase {n} (QLoRA)",
+        {"bits": 8, "model": str(TINY_4BIT_DIR)},
+        [adapters],
+        [out / "config.json"],
+        lambda: fuse(
+            model=str(TINY_4BIT_DIR), adapter_path=str(adapters), save_path=str(out), bits=8, force=True
+        ),
+    )
 
 
 def _train_completed(train, settings) -> None:

@@ -20,9 +20,28 @@ def test_demo_runs_every_stage_then_skips_them(tmp_path, monkeypatch):
     results = run_demo(settings)
 
     names = [m["name"] for m in results["models"]]
-    assert names == ["base", "phase5", "phase5-fused-8bit", "phase6", "phase7", "phase7-fused-8bit"]
+    assert names[:8] == [
+        "base",
+        "phase5",
+        "phase5-fused-8bit",
+        "phase6",
+        "phase7",
+        "phase7-fused-8bit",
+        "phase5-qlora",
+        "phase5-qlora-fused-8bit",
+    ]
+    assert [m["kind"] for m in results["models"][8:]] == ["baseline"] * 3
+    # The QLoRA path: a 4-bit base, LoRA adapters on it, fused into 8 bits.
+    assert json.loads(Path("models/tiny-4bit/config.json").read_text())["quantization"]["bits"] == 4
+    assert (
+        json.loads(Path("adapters/phase5-qlora/adapter_config.json").read_text())["fine_tune_type"] == "lora"
+    )
+    assert (
+        json.loads(Path("models/phase5-qlora-fused-8bit/config.json").read_text())["quantization"]["bits"]
+        == 8
+    )
     assert [m["name"] for m in results["models"] if m.get("error")] == []
-    assert all(m["accuracy"]["discrimination"] is not None for m in results["models"])
+    assert all(m["accuracy"]["balanced_discrimination"] is not None for m in results["models"])
     for path in (
         "models/tiny/config.json",
         "adapters/phase7/summary.json",
