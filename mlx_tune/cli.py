@@ -446,14 +446,26 @@ def train_cmd(phase, preset, config, resume, quiet, **options) -> None:
 
     Settings: defaults < --preset < phase YAML train: < -c config < options. Writes
     adapters.safetensors + adapter_config.json (loadable with mlx_lm.load(model, adapter_path=...)),
-    metrics.jsonl, summary.json, best/ and checkpoints/. Ctrl-C saves a checkpoint; --resume goes on.
+    metrics.jsonl, summary.json, best/ and checkpoints/. Ctrl-C or SIGTERM saves a checkpoint and
+    exits 130 or 143; --resume goes on. A non-finite loss stops with an error, keeping the checkpoints.
     """
     from mlx_tune import train as train_mod
 
     settings = train_mod.resolve_settings(phase=phase, preset=preset, config=config, overrides=options)
-    summary = train_mod.train(settings, resume=resume, progress=not quiet)
+    try:
+        summary = train_mod.train(settings, resume=resume, progress=not quiet)
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, the last periodic checkpoint stays
+        click.echo("train: interrupted at once; resume from the last checkpoint with --resume", err=True)
+        raise SystemExit(130) from None
     click.echo(train_mod.describe(summary))
     click.echo(f"adapter: {settings.adapter_path}")
+    if summary["status"] == "interrupted":
+        click.echo(
+            f"train: interrupted at step {summary['step']}/{summary['iters']}; checkpoint saved, "
+            "continue with --resume",
+            err=True,
+        )
+        raise SystemExit(143 if summary.get("signal") == "SIGTERM" else 130)
 
 
 @main.command("fuse")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import signal
 import time
 from pathlib import Path
@@ -253,24 +254,44 @@ def _quiet_mlx_lm_ui():
         trainer.TrainUI = saved
 
 
+STOP_SIGNALS = ("SIGINT", "SIGTERM")
+
+
 @contextlib.contextmanager
-def _sigint_to_flag(flag: dict):
-    """First Ctrl-C asks for a checkpoint and a clean stop; a second one interrupts at once."""
+def _signals_to_flag(flag: dict):
+    """SIGINT (Ctrl-C) and SIGTERM (a pre-empted job, a closed terminal) ask for a checkpoint and a
+    clean stop, recording ``flag["signal"]``; a second one interrupts at once."""
 
     def handler(signum, frame):
         if flag.get("stop"):
             raise KeyboardInterrupt
         flag["stop"] = True
+        flag["signal"] = signal.Signals(signum).name
 
+    previous = {}
     try:
-        previous = signal.signal(signal.SIGINT, handler)
+        for name in STOP_SIGNALS:
+            sig = getattr(signal, name)
+            previous[sig] = signal.signal(sig, handler)
     except ValueError:  # not the main thread
-        yield
-        return
+        pass
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _all_finite(tree) -> bool:
+    """Whether every array in a parameter tree is finite (one reduction per array, evaluated once)."""
+    import mlx.core as mx
+
+    flags = [mx.isfinite(v).all() for _, v in _flat(tree)]
+    return bool(mx.array(flags).all().item()) if flags else True
+
+
+class Diverged(UserError):
+    """Training stopped because the loss (or the trained weights) stopped being finite numbers."""
 
 
 @contextlib.contextmanager
@@ -435,6 +456,10 @@ def train(
         fileio.write_json(out / "adapter_config.json", adapter_config)
     if start == 0:
         val = run_eval()
+        if not math.isfinite(val):
+            raise Diverged(
+                f"validation loss is {val} before any training step: the base model's outputs are not finite"
+            )
         extra["val_first"] = extra["best"] = val
         metrics.append({"step": 0, "val_loss": round(val, 6)})
         write_metrics()
@@ -447,9 +472,16 @@ def train(
     window = {"loss": 0.0, "n": 0, "secs": 0.0, "real": 0}
     save_every = _round_up(s.save_every, accum)
 
+    def diverge(step: int, why: str):
+        extra["stopped_at"] = step
+        flag["diverged"] = why
+        raise _Stop("diverged")
+
     class Callback(TrainingCallback):
         def on_train_loss_report(self, info: dict):
             step = start + info["iteration"]
+            if not math.isfinite(info["train_loss"]):
+                diverge(step, f"training loss is {info['train_loss']} at step {step}")
             secs = 1.0 / info["iterations_per_second"]
             real = stream.real_tokens.pop(step, 0)
             extra["train_seconds"] += secs
@@ -478,6 +510,8 @@ def train(
                 window.update(loss=0.0, n=0, secs=0.0, real=0)
             if step % s.steps_per_eval == 0 or step == iters:
                 val = run_eval()
+                if not math.isfinite(val):
+                    diverge(step, f"validation loss is {val} at step {step}")
                 row = row or {"step": step}
                 row["val_loss"] = round(val, 6)
                 if val < extra["best"]:
@@ -499,6 +533,8 @@ def train(
             ):
                 stop = "interrupted"
             if at_update and rank0 and (step % save_every == 0 or stop) and step < iters:
+                if not _all_finite(model.trainable_parameters()):
+                    diverge(step, f"the trained weights are not finite after step {step}")
                 _save_checkpoint(
                     out / "checkpoints",
                     model,
@@ -529,7 +565,7 @@ def train(
     )
     try:
         if remaining > 0:
-            with _quiet_mlx_lm_ui(), _sigint_to_flag(flag), _grad_checkpointed(model, s.grad_checkpoint):
+            with _quiet_mlx_lm_ui(), _signals_to_flag(flag), _grad_checkpointed(model, s.grad_checkpoint):
                 mlx_train(
                     model=model,
                     optimizer=optimizer,
@@ -546,6 +582,8 @@ def train(
         bar.close()
         scratch.unlink(missing_ok=True)
     step = extra.get("stopped_at", iters) if status != "completed" else iters
+    if status != "diverged" and not _all_finite(model.trainable_parameters()):
+        status, flag["diverged"] = "diverged", f"the trained weights are not finite at step {step}"
 
     summary = {
         "status": status,
@@ -576,6 +614,21 @@ def train(
         "truncated": train_data.truncated + valid_data.truncated,
         "longest_tokens": max(train_data.longest, valid_data.longest),
     }
+    if flag.get("signal"):
+        summary["signal"] = flag["signal"]
+    if status == "diverged":
+        # Nothing of this run's weights is saved: best/ and checkpoints/ hold only finite states.
+        summary["error"] = flag["diverged"]
+        if rank0:
+            fileio.write_json(out / "summary.json", summary)
+        good = latest_checkpoint(out)
+        where = (
+            f"the last good checkpoint is {good} (continue from it with --resume, e.g. with a lower "
+            "--learning-rate)"
+            if good
+            else "no checkpoint was saved before it (lower --learning-rate and train again)"
+        )
+        raise Diverged(f"training diverged: {flag['diverged']}; no adapter written, {where}")
     if rank0:
         summary["adapter_bytes"] = _save_adapter_files(model, out, adapter_config)
         fileio.write_json(out / "summary.json", summary)

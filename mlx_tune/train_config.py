@@ -7,6 +7,7 @@ validated together (every problem in one ``UserError``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,7 +239,8 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A finite real number: ``nan`` and ``inf`` (from ``--learning-rate nan`` or YAML ``.inf``) are not."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def validate_settings(s: TrainSettings) -> list[str]:
@@ -255,7 +257,7 @@ def validate_settings(s: TrainSettings) -> list[str]:
     if s.iters is not None and (not _is_int(s.iters) or s.iters < 1):
         p.append(f"iters: expected a positive integer, got {s.iters!r}")
     if s.epochs is not None and (not _is_num(s.epochs) or s.epochs <= 0):
-        p.append(f"epochs: expected a positive number, got {s.epochs!r}")
+        p.append(f"epochs: expected a finite positive number, got {s.epochs!r}")
     for name in ("batch_size", "rank", "max_seq_length", "steps_per_report", "steps_per_eval", "save_every"):
         v = getattr(s, name)
         if not _is_int(v) or v < 1:
@@ -265,9 +267,9 @@ def validate_settings(s: TrainSettings) -> list[str]:
     if not _is_int(s.num_layers) or (s.num_layers < 1 and s.num_layers != -1):
         p.append(f"num_layers: expected a positive integer or -1 (all), got {s.num_layers!r}")
     if not _is_num(s.learning_rate) or s.learning_rate <= 0:
-        p.append(f"learning_rate: expected a positive number, got {s.learning_rate!r}")
+        p.append(f"learning_rate: expected a finite positive number, got {s.learning_rate!r}")
     if not _is_num(s.min_learning_rate) or s.min_learning_rate < 0:
-        p.append(f"min_learning_rate: expected a number >= 0, got {s.min_learning_rate!r}")
+        p.append(f"min_learning_rate: expected a finite number >= 0, got {s.min_learning_rate!r}")
     elif _is_num(s.learning_rate) and s.min_learning_rate > s.learning_rate:
         p.append("min_learning_rate: larger than learning_rate")
     if s.schedule not in SCHEDULES:
@@ -277,15 +279,15 @@ def validate_settings(s: TrainSettings) -> list[str]:
     if s.optimizer not in OPTIMIZERS:
         p.append(f"optimizer: {s.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
     if not _is_num(s.weight_decay) or s.weight_decay < 0:
-        p.append(f"weight_decay: expected a number >= 0, got {s.weight_decay!r}")
+        p.append(f"weight_decay: expected a finite number >= 0, got {s.weight_decay!r}")
     elif s.weight_decay and s.optimizer != "adamw":
         p.append("weight_decay: only used by optimizer adamw")
     if s.alpha is not None and s.scale is not None:
         p.append("alpha: give alpha (scale = alpha / rank) or scale, not both")
     if s.alpha is not None and (not _is_num(s.alpha) or s.alpha <= 0):
-        p.append(f"alpha: expected a positive number, got {s.alpha!r}")
+        p.append(f"alpha: expected a finite positive number, got {s.alpha!r}")
     if s.scale is not None and (not _is_num(s.scale) or s.scale <= 0):
-        p.append(f"scale: expected a positive number, got {s.scale!r}")
+        p.append(f"scale: expected a finite positive number, got {s.scale!r}")
     if not _is_num(s.dropout) or not 0 <= s.dropout < 1:
         p.append(f"dropout: expected a number in [0, 1), got {s.dropout!r}")
     tm = s.target_modules
