@@ -454,9 +454,9 @@ def train_cmd(phase, preset, config, resume, quiet, **options) -> None:
     settings = train_mod.resolve_settings(phase=phase, preset=preset, config=config, overrides=options)
     try:
         summary = train_mod.train(settings, resume=resume, progress=not quiet)
-    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, the last periodic checkpoint stays
+    except KeyboardInterrupt as e:  # a second signal: stopped at once, the last periodic checkpoint stays
         click.echo("train: interrupted at once; resume from the last checkpoint with --resume", err=True)
-        raise SystemExit(130) from None
+        raise SystemExit(143 if getattr(e, "signal", None) == "SIGTERM" else 130) from None
     click.echo(train_mod.describe(summary))
     click.echo(f"adapter: {settings.adapter_path}")
     if summary["status"] == "interrupted":

@@ -257,16 +257,25 @@ def _quiet_mlx_lm_ui():
 STOP_SIGNALS = ("SIGINT", "SIGTERM")
 
 
+class Interrupted(KeyboardInterrupt):
+    """A second SIGINT or SIGTERM during training: stopped at once (``signal`` names it)."""
+
+    def __init__(self, signal_name: str):
+        super().__init__(signal_name)
+        self.signal = signal_name
+
+
 @contextlib.contextmanager
 def _signals_to_flag(flag: dict):
     """SIGINT (Ctrl-C) and SIGTERM (a pre-empted job, a closed terminal) ask for a checkpoint and a
-    clean stop, recording ``flag["signal"]``; a second one interrupts at once."""
+    clean stop, recording ``flag["signal"]``; a second one interrupts at once (:class:`Interrupted`)."""
 
     def handler(signum, frame):
+        name = signal.Signals(signum).name
         if flag.get("stop"):
-            raise KeyboardInterrupt
+            raise Interrupted(name)
         flag["stop"] = True
-        flag["signal"] = signal.Signals(signum).name
+        flag["signal"] = name
 
     previous = {}
     try:

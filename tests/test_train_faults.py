@@ -209,3 +209,18 @@ def test_signal_to_a_training_process_checkpoints_then_exits(tiny_model, data_di
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["signal"] == sig.name
     assert (out / "checkpoints" / f"step_{summary['step']:07d}" / "optimizer.safetensors").is_file()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_first_signal_asks_for_a_stop_and_a_second_stops_at_once(sig):
+    flag: dict = {}
+    before = signal.getsignal(sig)
+    with pytest.raises(train_mod.Interrupted) as e:
+        with train_mod._signals_to_flag(flag):
+            os.kill(os.getpid(), sig)
+            time.sleep(0.01)  # the handler runs in the main thread between bytecodes
+            assert flag == {"stop": True, "signal": sig.name}
+            os.kill(os.getpid(), sig)
+            time.sleep(1)
+    assert e.value.signal == sig.name
+    assert signal.getsignal(sig) == before  # the previous handler is back
