@@ -552,6 +552,7 @@ def train(
                     {**run_state, "extra": extra},
                     s.keep_checkpoints,
                 )
+                flag["good"] = out / "checkpoints" / f"step_{step:07d}"
             if stop:
                 extra["stopped_at"] = step
                 raise _Stop(stop)
@@ -630,7 +631,7 @@ def train(
         summary["error"] = flag["diverged"]
         if rank0:
             fileio.write_json(out / "summary.json", summary)
-        good = latest_checkpoint(out)
+        good = flag.get("good") or ckpt  # this run's, never an older run's left in the folder
         where = (
             f"the last good checkpoint is {good} (continue from it with --resume, e.g. with a lower "
             "--learning-rate)"

@@ -138,6 +138,11 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
             assert mx.isfinite(v).all().item(), (path, k)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "diverged" and summary["step"] == 4 and "adapter_bytes" not in summary
+    monkeypatch.undo()  # the kept checkpoint is a real resume point
+    resumed = train_mod.train(s, progress=False, resume=True)
+    assert resumed["status"] == "completed" and resumed["step"] == 8
+    for k, v in mx.load(str(out / "adapters.safetensors")).items():
+        assert mx.isfinite(v).all().item(), k
 
 
 def test_cli_huge_learning_rate_is_a_one_line_error(tiny_model, data_dir, tmp_path):
