@@ -10,14 +10,13 @@ names given away in questions, tool/direct balance per split).
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlx_tune import UserError, records
+from mlx_tune import UserError, fileio, records
 from mlx_tune.data_quality import balance as split_balance
 from mlx_tune.data_quality import (  # noqa: F401  (re-exported: generators measure with these)
     literal_pattern_share,
@@ -56,7 +55,8 @@ class Located:
 
 def load_checked(paths: list[Path | str]) -> tuple[list[Located], list[str]]:
     """Read JSONL files, validating every record. Returns the valid records and every problem
-    (bad JSON, non-objects, schema problems) as ``file:line: field: what is wrong``."""
+    (not UTF-8, bad or absurdly nested JSON, non-objects, schema problems) as
+    ``file:line: field: what is wrong``; a bad line never stops the reading of the others."""
     good: list[Located] = []
     problems: list[str] = []
     for path in map(Path, paths):
@@ -64,21 +64,20 @@ def load_checked(paths: list[Path | str]) -> tuple[list[Located], list[str]]:
             problems.append(f"{path}: no such file")
             continue
         n = 0
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
+        try:
+            for lineno, record, bad in fileio.iter_json_lines(path):
                 n += 1
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    problems.append(f"{path}:{lineno}: record: not valid JSON: {e.msg} (column {e.colno})")
+                if bad:
+                    problems.append(f"{path}:{lineno}: record: {bad}")
                     continue
                 found = records.validate_record(record) + meta_path_problems(record)
                 if found:
                     problems.extend(f"{path}:{lineno}: {p}" for p in found)
                 else:
                     good.append(Located(path, lineno, record))
+        except OSError as e:
+            problems.append(f"{path}: cannot read: {e.strerror or e}")
+            continue
         if n == 0:
             problems.append(f"{path}: empty: no records")
     return good, problems

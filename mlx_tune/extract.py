@@ -3,7 +3,8 @@
 Per file: classes (bases, decorators, methods, docstring), functions and methods (signature,
 decorators, async, docstring) and imports. Statements under module-level ``if``/``try``/
 ``with`` blocks count; functions nested inside functions do not (they are not reachable
-names). A file that is not UTF-8 or does not parse is returned with a status, not raised.
+names). A file that is not UTF-8, does not parse, or nests too deeply for ``ast`` (RecursionError,
+MemoryError) is returned with a status, not raised: one hostile file never aborts a run.
 
 :func:`extract_files` spreads files over a process pool and returns results in input order.
 """
@@ -58,7 +59,7 @@ class Import:
 @dataclass
 class FileInfo:
     path: str
-    status: str = "ok"  # ok | not_utf8 | syntax_error | unreadable
+    status: str = "ok"  # ok | not_utf8 | syntax_error | too_complex | unreadable
     error: str = ""
     lines: int = 0
     classes: list[Class] = field(default_factory=list)
@@ -75,8 +76,18 @@ def extract_source(text: str, path: str = "<string>") -> FileInfo:
         info.status = "syntax_error"
         info.error = f"{getattr(e, 'lineno', '') or ''}: {getattr(e, 'msg', str(e))}"
         return info
-    _visit(tree.body, "", None, info)
+    except (RecursionError, MemoryError) as e:  # deeply nested expressions overflow ast's builder
+        return _too_complex(info, e)
+    try:
+        _visit(tree.body, "", None, info)
+    except (RecursionError, MemoryError) as e:
+        return _too_complex(info, e)
     return info
+
+
+def _too_complex(info: FileInfo, e: BaseException) -> FileInfo:
+    """``info`` emptied and marked ``too_complex`` (symbols found before the failure are dropped)."""
+    return FileInfo(path=info.path, status="too_complex", error=type(e).__name__, lines=info.lines)
 
 
 def extract_file(root: str, path: str) -> FileInfo:

@@ -1,17 +1,33 @@
-"""Small file helpers every stage shares: atomic writes and JSONL reading with located errors."""
+"""Small file helpers every stage shares: atomic writes and JSONL reading with located errors.
+
+Untrusted files are data, never a crash: a line that is not UTF-8, not JSON, nested absurdly
+deep or holding a lone surrogate is a ``file:line`` problem, and a full disk is a one-line
+``UserError`` naming the path, with the previous version left in place.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from mlx_tune import UserError
+
+# Errors that mean "the disk (or the user's quota) is full".
+NO_SPACE_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e is not None)
+# Deeper JSON than this is refused: records nest a handful of levels, and values near Python's
+# recursion limit would crash whoever walks or re-encodes them later.
+MAX_JSON_DEPTH = 64
+# Bytes that are not UTF-8 decode to these under errors="surrogateescape"; in JSON text a lone
+# surrogate (an escaped "\udc80") cannot be written back as UTF-8 either.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @contextlib.contextmanager
@@ -20,22 +36,47 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     An interrupted or failing writer leaves the previous ``path`` untouched. Works for files
     and directories (a directory target that exists is replaced only after the new one is
-    complete).
+    complete). A full disk (``ENOSPC``/``EDQUOT``) becomes a ``UserError`` naming ``path``; the
+    temporary path is always removed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    with _disk_full_is_user_error(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     target = tmp / path.name
     try:
-        yield target
-        if target.is_dir() and path.is_dir():
-            old = tmp / (path.name + ".old")
-            os.replace(path, old)
-            os.replace(target, path)
-        else:
-            os.replace(target, path)
+        with _disk_full_is_user_error(path):
+            yield target
+            _swap_in(target, path, tmp)
     finally:
         _rmtree(tmp)
+
+
+@contextlib.contextmanager
+def _disk_full_is_user_error(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in NO_SPACE_ERRNOS:
+            raise
+        raise UserError(f"{path}: cannot write: no space left on device (nothing was replaced)") from None
+
+
+def _swap_in(target: Path, path: Path, tmp: Path) -> None:
+    """Rename the finished ``target`` onto ``path`` (a folder via ``tmp``, restored on failure)."""
+    if path.exists() and target.is_dir() != path.is_dir():
+        what = "a folder" if path.is_dir() else "a file"
+        raise UserError(f"{path}: exists and is {what}; remove it or choose another path")
+    if target.is_dir() and path.is_dir():
+        old = tmp / (path.name + ".old")
+        os.replace(path, old)
+        try:
+            os.replace(target, path)
+        except BaseException:
+            os.replace(old, path)  # put the previous version back before tmp is removed
+            raise
+    else:
+        os.replace(target, path)
 
 
 def _rmtree(p: Path) -> None:
@@ -71,8 +112,8 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read a JSONL file; a missing file, bad JSON or a non-object line is a ``UserError``
-    naming ``file:line``. Blank lines are skipped."""
+    """Read a JSONL file; a missing file, a line that is not UTF-8, bad or absurdly nested JSON,
+    or a non-object line is a ``UserError`` naming ``file:line``. Blank lines are skipped."""
     return [record for _, record in iter_jsonl(path)]
 
 
@@ -81,17 +122,60 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
-    with open(path, encoding="utf-8") as f:
+    for lineno, value, problem in iter_json_lines(path):
+        if problem:
+            raise UserError(f"{path}:{lineno}: {problem}")
+        if not isinstance(value, dict):
+            raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(value).__name__}")
+        yield lineno, value
+
+
+def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any, str | None]]:
+    """Yield ``(line_number, value, problem)`` for every non-blank line of ``path``.
+
+    ``problem`` is ``None`` or what is wrong with the line (then ``value`` is ``None``):
+    see :func:`parse_json_line`. Reading never stops at a bad line."""
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
         for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: not valid JSON: {e.msg} (column {e.colno})") from None
-            if not isinstance(record, dict):
-                raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            yield lineno, record
+            if line.strip():
+                yield (lineno, *parse_json_line(line))
+
+
+def parse_json_line(line: str) -> tuple[Any, str | None]:
+    """``(value, None)`` for a good JSON line, else ``(None, problem)``: not UTF-8 (the line was
+    read with ``errors="surrogateescape"``), not valid JSON, nested deeper than
+    ``MAX_JSON_DEPTH``, or a string holding a lone surrogate."""
+    bad = _SURROGATE.search(line)
+    if bad:
+        byte = ord(bad.group()) - 0xDC00
+        return None, f"not UTF-8: byte 0x{byte:02x} at column {bad.start() + 1}"
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as e:
+        return None, f"not valid JSON: {e.msg} (column {e.colno})"
+    except (RecursionError, MemoryError):
+        return None, f"not valid JSON: nested deeper than {MAX_JSON_DEPTH} levels"
+    return (None, problem) if (problem := value_problem(value)) else (value, None)
+
+
+def value_problem(value: Any) -> str | None:
+    """Why a decoded JSON value cannot be kept (too deep, a lone surrogate), or ``None``.
+
+    Walks with an explicit stack, so a hostile value cannot exhaust Python's recursion."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, str):
+            if _SURROGATE.search(v):
+                return "not UTF-8: a string holds a lone surrogate (\\ud800-\\udfff)"
+            continue
+        if not isinstance(v, (dict, list)):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            return f"not valid JSON: nested deeper than {MAX_JSON_DEPTH} levels"
+        items = list(v.keys()) + list(v.values()) if isinstance(v, dict) else v
+        stack.extend((item, depth + 1) for item in items)
+    return None
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -50,22 +50,69 @@ def resolve(
     if problems:
         raise UserError("; ".join(problems))
     adapter = Path(adapter_path)
+    if adapter.exists() and not adapter.is_dir():
+        raise UserError(f"--adapter-path: {adapter} is a file; give the folder holding adapters.safetensors")
     cfg_file = adapter / "adapter_config.json"
     if not (adapter / "adapters.safetensors").is_file() or not cfg_file.is_file():
         hint = f" (run `mlx-tune train --phase {phase}` first)" if phase is not None else ""
         raise UserError(f"--adapter-path: {adapter} has no adapters.safetensors + adapter_config.json{hint}")
     try:
-        cfg = json.loads(cfg_file.read_text())
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise UserError(f"{cfg_file}: not valid JSON: {e.msg}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{cfg_file}: not UTF-8") from None
+    except RecursionError:
+        raise UserError(f"{cfg_file}: not valid JSON: nested too deeply") from None
+    except OSError as e:
+        raise UserError(f"{cfg_file}: cannot read: {e.strerror or e}") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{cfg_file}: expected a JSON object, got {type(cfg).__name__}")
     # --model may differ from the base the adapter names (a moved base): the shapes are checked
     # when the adapter is loaded.
     model = model or cfg.get("model")
-    if not model:
+    if not model or not isinstance(model, str):
         raise UserError(f"--model: required ({cfg_file} does not name its base model)")
     if not Path(model).exists() and (model.count("/") != 1 or model.startswith((".", "/"))):
         raise UserError(f"--model: {model} does not exist")
-    return model, adapter, Path(save_path), cfg
+    out = Path(save_path)
+    check_save_path(
+        out,
+        {"--model": Path(model), "--adapter-path": adapter},
+        {"the training data": _data_dir(cfg), "the current folder": Path.cwd()},
+    )
+    return model, adapter, out, cfg
+
+
+def _data_dir(cfg: dict) -> Path | None:
+    data = cfg.get("data")
+    return Path(data) if isinstance(data, str) and data else None
+
+
+def check_save_path(out: Path, inputs: dict[str, Path | None], keep: dict[str, Path | None]) -> None:
+    """Refuse a save path that is, contains or lies inside one of ``inputs``, or that is or
+    contains one of ``keep`` (folders that must survive, e.g. the training data).
+
+    Replacing ``out`` (``--force``) deletes what is there, so such a path would destroy what
+    the fuse reads; refused whether or not ``--force`` is given. Paths are compared after
+    resolving symlinks; an input that is not a local path (a Hub id) cannot collide."""
+    target = out.resolve()
+    checks = [(name, p, True) for name, p in inputs.items()] + [(name, p, False) for name, p in keep.items()]
+    for name, given, inside_too in checks:
+        if given is None or not given.exists():
+            continue
+        source = given.resolve()
+        if target == source:
+            how = "is"
+        elif target in source.parents:
+            how = "contains"
+        elif inside_too and source in target.parents:
+            how = "lies inside"
+        else:
+            continue
+        raise UserError(
+            f"--save-path: {out} {how} {name} {given}; choose a path apart from what the fuse reads"
+        )
 
 
 def validation_prompts(cfg: dict, n: int) -> list[dict]:
@@ -118,6 +165,8 @@ def fuse(
     base, adapter, out, cfg = resolve(model, adapter_path, save_path, phase, bits)
     if out.exists() and not force:
         raise UserError(f"--save-path: {out} exists (pass --force to replace it)")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--save-path: {out} is a file, not a model folder; remove it or choose another path")
     t0 = time.perf_counter()
 
     def load_with_adapter():
@@ -194,8 +243,8 @@ def fuse(
 
 def _read_json(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):  # ValueError: bad JSON or not UTF-8
         return None
 
 
@@ -205,7 +254,7 @@ def _data_counts(cfg: dict) -> dict:
     for split in ("train", "valid", "test"):
         p = Path(data) / f"{split}.jsonl" if data else None
         if p and p.is_file():
-            with open(p, encoding="utf-8") as f:
+            with open(p, encoding="utf-8", errors="replace") as f:  # only lines are counted
                 counts[split] = sum(1 for line in f if line.strip())
     return counts
 
