@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from mlx_tune import UserError, records
+from mlx_tune import UserError, fileio, records
 
 
 def default_queries(root: str | os.PathLike = ".") -> Path:
@@ -113,26 +113,6 @@ def parse_model_options(options: tuple[str, ...] | list[str]) -> dict[str, str]:
 
 
 def read_jsonl_lines(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
-    """``(line number, object)`` of each non-blank line of a JSONL file. Text that is not UTF-8,
-    bad or too deeply nested JSON, or a line that is not an object is a ``UserError`` naming
-    ``file:line`` (answers and query files come from elsewhere: no traceback)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise UserError(f"{path}:{lineno}: not UTF-8 text (byte {e.start + 1})") from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: not valid JSON: {e.msg} (column {e.colno})") from None
-            except RecursionError:
-                raise UserError(f"{path}:{lineno}: JSON nested too deeply") from None
-            if not isinstance(obj, dict):
-                raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield lineno, obj
+    """``(line number, object)`` of each non-blank line of a JSONL file; bad input (not UTF-8, bad
+    or absurdly nested JSON, a non-object line) is a ``UserError`` naming ``file:line``."""
+    return fileio.iter_jsonl(path)
