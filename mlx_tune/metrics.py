@@ -63,16 +63,9 @@ ACCURACY_KEYS = (
     "discrimination",
     "category",
 )
-PROPORTIONS = (
-    "tool_recall",
-    "direct_recall",
-    "call_match",
-    "executable",
-    "call_validity",
-    "trajectory_success",
-    "discrimination",
-    "category",
-)
+# Figures that are shares of queries get Wilson intervals; the rest a seeded bootstrap.
+BOOTSTRAPPED = ("balanced_discrimination", "macro_f1", "rouge_l")
+PROPORTIONS = tuple(k for k in ACCURACY_KEYS if k not in BOOTSTRAPPED)
 _REPO_NAME = re.compile(r"[A-Za-z0-9][\w.-]*")
 
 TOOL_CALL_RE = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
