@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def default_model() -> Path:
-    from mlx_tune.tiny import build_tiny_model, cache_dir
+    from mlx_tune.tiny import build_tiny_model
+    from mlx_tune.tiny_pretrain import cache_dir
 
     path = cache_dir() / "bench-tiny-model"
     if not (path / "config.json").is_file():

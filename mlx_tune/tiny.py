@@ -20,16 +20,13 @@ Same inputs and seed give byte-identical files.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import importlib.util
 import json
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mlx_tune import UserError, __version__, fileio
+from mlx_tune import UserError, fileio, tiny_corpus, tiny_pretrain
 
 # Qwen2.5-Instruct's chat template, unmodified (the ``chat_template`` of the Qwen/Qwen2.5-*-Instruct
 # and Qwen2.5-Coder-*-Instruct tokenizer_config.json), so the tiny model renders exactly what a real
@@ -109,9 +106,6 @@ QWEN2_SPLIT_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-SCAFFOLD_REPEAT = 50  # weight of the prompt scaffold in the tokenizer corpus
-
-DEFAULT_CORPUS_PACKAGES = ("click", "jinja2", "markupsafe", "yaml", "jsonlines", "tqdm")
 
 DEFAULT_SIZE: dict[str, int] = {
     "vocab_size": 4096,  # BPE merges learned; special/added tokens come on top
@@ -128,7 +122,6 @@ DEFAULT_SIZE: dict[str, int] = {
 # tokens, under load), far over the demo's budget, and LoRA on the random base did not learn with
 # or without it in the time there was to try (see TINY_TRAIN_PRESET).
 DEFAULT_PRETRAIN_STEPS = 0
-PRETRAIN = {"batch_size": 8, "seq_len": 256, "learning_rate": 2e-3, "warmup": 20}
 
 # Training settings of the ``tiny`` preset (mlx_tune.train reads it: ``--preset tiny``).
 # LoRA on the random tiny base did not learn (rank 32 and 64, all seven linear layers, lr 5e-3..1e-2:
@@ -186,80 +179,6 @@ def render_chat(
     return env.from_string(CHAT_TEMPLATE).render(
         messages=messages, tools=tools, add_generation_prompt=add_generation_prompt
     )
-
-
-# ---------------------------------------------------------------- corpus
-
-
-def default_corpus_files(packages: tuple[str, ...] = DEFAULT_CORPUS_PACKAGES) -> list[Path]:
-    """The ``.py`` and ``.md`` files of the installed ``packages`` (missing ones are skipped),
-    in a stable order. Found via importlib; nothing is imported or executed."""
-    files: list[Path] = []
-    for name in packages:
-        spec = importlib.util.find_spec(name)
-        if spec is None or not spec.submodule_search_locations:
-            continue
-        for root in sorted(spec.submodule_search_locations):
-            root_path = Path(root)
-            found = [p for p in root_path.rglob("*") if p.suffix in (".py", ".md") and p.is_file()]
-            files.extend(sorted(found, key=lambda p: p.relative_to(root_path).as_posix()))
-    return files
-
-
-def _file_texts(path: Path) -> Iterator[str]:
-    """A corpus file as text: JSONL records are rendered through the chat template."""
-    if not path.is_file():
-        raise UserError(f"{path}: no such corpus file")
-    if path.suffix == ".jsonl":
-        for lineno, record in fileio.iter_jsonl(path):
-            messages = record.get("messages")
-            if not (isinstance(messages, list) and messages and all(isinstance(m, dict) for m in messages)):
-                raise UserError(
-                    f"{path}:{lineno}: messages: missing or empty (corpus JSONL must hold chat records)"
-                )
-            try:
-                yield render_chat(messages, record.get("tools"))
-            except Exception as e:  # a malformed message (no role, no content) fails in the template
-                raise UserError(f"{path}:{lineno}: messages: cannot be rendered ({e})") from None
-    else:
-        yield path.read_text(encoding="utf-8", errors="replace")
-
-
-def _scaffold_texts() -> list[str]:
-    """The suite's prompt scaffold (system prompt + tools block) so the tokenizer learns it.
-    It holds no answers: only the part every prompt starts with."""
-    from mlx_tune import records
-
-    return [
-        render_chat(
-            [{"role": "system", "content": records.SYSTEM_PROMPT}, {"role": "user", "content": "Hi."}],
-            records.TOOLS,
-            add_generation_prompt=True,
-        ),
-        render_chat(
-            [{"role": "system", "content": records.CODE_SYSTEM_PROMPT}, {"role": "user", "content": "Hi."}],
-            add_generation_prompt=True,
-        ),
-    ]
-
-
-def load_corpus(corpus: list[Path] | None, max_chars: int) -> tuple[list[str], list[str]]:
-    """``(tokenizer_texts, pretrain_texts)``: the tokenizer learns from the default package
-    files, the scaffold and every given file; pretraining uses only plain text files (package
-    sources and given non-JSONL files), never chat records, so the base stays poor at the task."""
-    plain: list[str] = []
-    total = 0
-    for path in default_corpus_files():
-        if total >= max_chars:
-            break
-        text = path.read_text(encoding="utf-8", errors="replace")
-        plain.append(text)
-        total += len(text)
-    chats: list[str] = []
-    for path in corpus or []:
-        path = Path(path)
-        (chats if path.suffix == ".jsonl" else plain).extend(_file_texts(path))
-    return plain + chats + _scaffold_texts() * SCAFFOLD_REPEAT, plain
 
 
 # ---------------------------------------------------------------- tokenizer
@@ -361,91 +280,12 @@ def _model_config(size: dict[str, int], vocab_total: int, tok) -> dict:
 
 def _init_model(config: dict, seed: int):
     import mlx.core as mx
-    from mlx_lm.utils import _get_classes
+    from mlx_lm.models import qwen2
 
-    model_class, args_class = _get_classes(config)
     mx.random.seed(seed)
-    model = model_class(args_class.from_dict(config))
+    model = qwen2.Model(qwen2.ModelArgs.from_dict(config))
     mx.eval(model.parameters())
     return model
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    return {name: version(name) for name in ("mlx", "mlx-lm", "tokenizers")} | {"mlx_tune": __version__}
-
-
-def cache_dir() -> Path:
-    """Where pretrained tiny weights are cached: ``$MLX_TUNE_CACHE`` or ``~/.cache/mlx_tune``."""
-    return Path(os.environ.get("MLX_TUNE_CACHE") or Path.home() / ".cache" / "mlx_tune")
-
-
-def _pretrain(model, tok, texts: list[str], config: dict, steps: int, seed: int) -> None:
-    """Language-model pretraining on plain text, cached by a hash of everything that shapes it."""
-    import mlx.core as mx
-    import numpy as np
-
-    tok_hash = hashlib.sha256(tok.to_str().encode()).hexdigest()
-    key_src = json.dumps(
-        {"config": config, "steps": steps, "seed": seed, "pretrain": PRETRAIN, "tok": tok_hash}
-        | {"text": hashlib.sha256("\x00".join(texts).encode()).hexdigest(), "versions": _versions()},
-        sort_keys=True,
-    )
-    cached = cache_dir() / "tiny" / hashlib.sha256(key_src.encode()).hexdigest()[:32] / "model.safetensors"
-    if cached.is_file():
-        model.load_weights(str(cached))
-        mx.eval(model.parameters())
-        return
-
-    eot = tok.token_to_id(ENDOFTEXT)
-    ids: list[int] = []
-    for enc in tok.encode_batch(texts, add_special_tokens=False):
-        ids.extend(enc.ids)
-        ids.append(eot)
-    seq = PRETRAIN["seq_len"] + 1
-    data = np.array(ids[: len(ids) // seq * seq], dtype=np.int32).reshape(-1, seq)
-    if len(data) == 0:
-        raise UserError("pretraining corpus is empty: give --corpus files or use --pretrain-steps 0")
-    _lm_train(model, data, steps, seed, PRETRAIN["batch_size"], PRETRAIN["learning_rate"], PRETRAIN["warmup"])
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    with fileio.atomic_path(cached) as tmp:
-        mx.save_safetensors(str(tmp), _flat_params(model))
-
-
-def _flat_params(model) -> dict:
-    from mlx.utils import tree_flatten
-
-    return dict(tree_flatten(model.parameters()))
-
-
-def _lm_train(model, data, steps: int, seed: int, batch_size: int, lr: float, warmup: int) -> None:
-    import mlx.core as mx
-    import mlx.nn as nn
-    import mlx.optimizers as optim
-    import numpy as np
-    from tqdm import tqdm
-
-    def loss_fn(model, batch):
-        logits = model(batch[:, :-1])
-        return nn.losses.cross_entropy(logits, batch[:, 1:], reduction="mean")
-
-    schedule = optim.join_schedules(
-        [optim.linear_schedule(lr / 20, lr, warmup), optim.cosine_decay(lr, max(1, steps - warmup), lr / 10)],
-        [warmup],
-    )
-    opt = optim.AdamW(learning_rate=schedule, weight_decay=0.01)
-    step_fn = nn.value_and_grad(model, loss_fn)
-    rng = np.random.RandomState(seed)
-    model.train()
-    with tqdm(range(steps), desc="pretrain tiny", file=sys.stderr, leave=False) as bar:
-        for _ in bar:
-            batch = mx.array(data[rng.randint(0, len(data), size=batch_size)])
-            loss, grads = step_fn(model, batch)
-            opt.update(model, grads)
-            mx.eval(model.parameters(), opt.state, loss)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    model.eval()
 
 
 # ---------------------------------------------------------------- build
@@ -480,12 +320,12 @@ def build_tiny_model(
         raise UserError("--pretrain-steps must be 0 or more")
     out_dir = Path(out_dir)
 
-    tok_texts, plain_texts = load_corpus(corpus, size["max_corpus_chars"])
+    tok_texts, plain_texts = tiny_corpus.load_corpus(corpus, size["max_corpus_chars"], render_chat)
     tok = train_tokenizer(tok_texts, size["vocab_size"])
     config = _model_config(size, tok.get_vocab_size(with_added_tokens=True), tok)
     model = _init_model(config, seed)
     if pretrain_steps:
-        _pretrain(model, tok, plain_texts, config, pretrain_steps, seed)
+        tiny_pretrain.pretrain(model, tok, plain_texts, config, pretrain_steps, seed, ENDOFTEXT)
 
     if bits is not None:
         hidden = config["hidden_size"]
@@ -514,7 +354,7 @@ def build_tiny_model(
         fileio.write_json(
             tmp / "mlx_tune_tiny.json",
             {"seed": seed, "bits": bits, "pretrain_steps": pretrain_steps, "size": size}
-            | {"corpus": [str(p) for p in corpus or []], "versions": _versions()},
+            | {"corpus": [str(p) for p in corpus or []], "versions": tiny_pretrain.versions()},
         )
     return out_dir
 
