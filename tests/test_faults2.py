@@ -4,11 +4,19 @@ hostile inputs to the CLI. Each is a one-line error or a counted skip, never a t
 
 from __future__ import annotations
 
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
-from mlx_tune import fileio, metrics, records, stdlib_direct
+from mlx_tune import UserError, fileio, metrics, records, stdlib_direct
 from mlx_tune.cli import main
+from mlx_tune.merge import merge_files
 from tests.conftest import make_records
 
 # Texts that ``ast.parse`` cannot take, each failing in a different way.
@@ -122,3 +130,135 @@ def test_stdlib_module_that_ast_cannot_take_gives_no_entries(tmp_path, source, k
     (tmp_path / "textwrap.py").write_text(GOOD_MODULE.replace("Collapse and truncate", "Wrap and cut"))
     entries = stdlib_direct.all_entries(str(tmp_path))
     assert sorted(e.symbol for e in entries) == sorted(["textwrap.shorten", *kept])
+
+
+# ---------------------------------------------------------------- a phase folder, whole or not at all
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def temps(folder: Path) -> list[str]:
+    """Temporary folders of atomic writes (live or left by a killed writer) in ``folder``."""
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited and been reaped."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.fixture
+def phase(tmp_path):
+    """Merged inputs in ``data/phase1`` (train, valid, test, manifest) plus a user's own note."""
+    fileio.write_jsonl(tmp_path / "in.jsonl", make_records(30))
+    out = tmp_path / "data" / "phase1"
+    merge_files([tmp_path / "in.jsonl"], out, valid=0.2, test=0.2, seed=0)
+    (out / "NOTES.md").write_text("mine\n")
+    return tmp_path / "in.jsonl", out
+
+
+def test_phase_folder_failing_half_way_is_left_as_it_was(phase, monkeypatch):
+    """A full disk after the new splits, before the manifest: the old folder is untouched."""
+    inputs, out = phase
+    fileio.write_jsonl(inputs, make_records(24))  # different inputs: every file would change
+    before = snapshot(out)
+
+    def full(path, obj):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fileio, "write_text", full)
+    with pytest.raises(UserError, match=rf"^{out}: cannot write: no space left on device"):
+        merge_files([inputs], out, valid=0.2, test=0.2, seed=0)
+    assert snapshot(out) == before and not temps(out.parent)
+
+
+def test_phase_folder_is_replaced_whole_and_keeps_the_users_files(phase):
+    inputs, out = phase
+    old_train = (out / "train.jsonl").read_bytes()
+    fileio.write_jsonl(inputs, make_records(24))
+    m = merge_files([inputs], out, valid=0.2, test=0.0, seed=0)  # no test split this time
+    assert sorted(p.name for p in out.iterdir()) == [
+        "NOTES.md",
+        "manifest.json",
+        "train.jsonl",
+        "valid.jsonl",
+    ]
+    assert (out / "NOTES.md").read_text() == "mine\n"
+    assert (out / "train.jsonl").read_bytes() != old_train
+    assert m["files"]["train.jsonl"]["sha256"] == fileio.sha256_file(out / "train.jsonl")
+    assert json.loads((out / "manifest.json").read_text())["files"] == m["files"]
+    assert not temps(out.parent) and not temps(out)
+
+
+def test_a_killed_merge_leaves_the_old_folder_and_the_next_run_cleans_up(phase):
+    """SIGKILL while the new splits are being written: the old folder is intact; the killed run's
+    temporary folder is removed by the next merge, while a live writer's is left alone."""
+    inputs, out = phase
+    before = snapshot(out)
+    fileio.write_jsonl(inputs, make_records(24))
+    code = (
+        "import sys, time\n"
+        "from mlx_tune import fileio, merge\n"
+        "real = fileio.write_jsonl\n"
+        "def slow(path, recs):\n"
+        "    real(path, recs)\n"
+        "    print('wrote', flush=True)\n"
+        "    time.sleep(600)\n"
+        "fileio.write_jsonl = slow\n"
+        "merge.merge_files([sys.argv[1]], sys.argv[2], valid=0.2, test=0.2, seed=0)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(inputs), str(out)], cwd=root, env=env, stdout=subprocess.PIPE
+    )
+    try:
+        assert proc.stdout.readline() == b"wrote\n"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert snapshot(out) == before
+    left = temps(out.parent)
+    assert left and all(f".phase1.{proc.pid}." in name for name in left)
+    live = out.parent / f".phase1.{os.getppid()}.abcd1234.tmp"  # a writer that is still running
+    live.mkdir()
+    (out / f".train.jsonl.{dead_pid()}.abcd1234.tmp").mkdir()  # an older killed writer's, inside
+    merge_files([inputs], out, valid=0.2, test=0.2, seed=0)
+    assert temps(out.parent) == [live.name] and not temps(out)
+    assert snapshot(out) != before and (out / "NOTES.md").read_text() == "mine\n"
+
+
+def test_temp_dir_removes_only_dead_writers_leftovers(tmp_path):
+    dead, alive = dead_pid(), os.getppid()
+    for name in (
+        f".a.jsonl.{dead}.x1.tmp",
+        f".a.jsonl.{alive}.x2.tmp",
+        f".b.jsonl.{dead}.x3.tmp",
+        ".a.jsonl.x4.tmp",
+    ):
+        (tmp_path / name).mkdir()
+    new = fileio.temp_dir(tmp_path, "a.jsonl")
+    assert new.name.startswith(f".a.jsonl.{os.getpid()}.") and new.name.endswith(".tmp")
+    # another name's and unstamped folders are not this writer's to judge
+    assert temps(tmp_path) == sorted(
+        [f".a.jsonl.{alive}.x2.tmp", f".b.jsonl.{dead}.x3.tmp", ".a.jsonl.x4.tmp", new.name]
+    )
+
+
+def test_merge_into_the_current_folder_or_onto_a_file_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fileio.write_jsonl(tmp_path / "in.jsonl", make_records(12))
+    (tmp_path / "f.txt").write_text("keep")
+    (tmp_path / "ph").mkdir()
+    (tmp_path / "ph/phase1.yaml").write_text("phase: 1\ninputs: [in.jsonl]\n")
+    before = snapshot(tmp_path)
+    r = CliRunner().invoke(main, ["data", "merge", "--phase", "1", "--phases-dir", "ph", "--out", "."])
+    assert one_line_error(r) == "Error: .: is or contains the current folder; choose a folder of its own"
+    with pytest.raises(UserError, match="^f.txt: exists and is a file; remove it or choose another folder$"):
+        merge_files(["in.jsonl"], "f.txt")
+    assert snapshot(tmp_path) == before
