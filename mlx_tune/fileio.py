@@ -68,7 +68,10 @@ def atomic_folder(path: str | os.PathLike, owned: Collection[str] = ()) -> Itera
         raise UserError(f"{path}: is or contains the current folder; choose a folder of its own")
     with atomic_path(path) as stage:
         stage.mkdir()
-        yield stage
+        try:
+            yield stage
+        except UserError as e:  # name the files where they will be, not in the staging folder
+            raise UserError(str(e).replace(str(stage), str(path))) from None
         for entry in sorted(path.iterdir()) if path.is_dir() else []:
             new = stage / entry.name
             if entry.name in owned or _TEMP_NAME.fullmatch(entry.name) or os.path.lexists(new):

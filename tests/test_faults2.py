@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mlx_tune import UserError, fileio, metrics, records, stdlib_direct
+from mlx_tune import UserError, fileio, metrics, records, repos, stdlib_direct
 from mlx_tune.cli import main
 from mlx_tune.merge import merge_files
 from tests.conftest import make_records
@@ -152,6 +152,12 @@ def dead_pid() -> int:
     return proc.pid
 
 
+def full_disk_write_text(path, text):
+    """``fileio.write_text`` on a disk that is full."""
+    with fileio.atomic_path(path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
 @pytest.fixture
 def phase(tmp_path):
     """Merged inputs in ``data/phase1`` (train, valid, test, manifest) plus a user's own note."""
@@ -168,11 +174,8 @@ def test_phase_folder_failing_half_way_is_left_as_it_was(phase, monkeypatch):
     fileio.write_jsonl(inputs, make_records(24))  # different inputs: every file would change
     before = snapshot(out)
 
-    def full(path, obj):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(fileio, "write_text", full)
-    with pytest.raises(UserError, match=rf"^{out}: cannot write: no space left on device"):
+    monkeypatch.setattr(fileio, "write_text", full_disk_write_text)
+    with pytest.raises(UserError, match=rf"^{out}/manifest.json: cannot write: no space left on device"):
         merge_files([inputs], out, valid=0.2, test=0.2, seed=0)
     assert snapshot(out) == before and not temps(out.parent)
 
@@ -262,3 +265,92 @@ def test_merge_into_the_current_folder_or_onto_a_file_is_refused(tmp_path, monke
     with pytest.raises(UserError, match="^f.txt: exists and is a file; remove it or choose another folder$"):
         merge_files(["in.jsonl"], "f.txt")
     assert snapshot(tmp_path) == before
+
+
+# ---------------------------------------------------------------- the repositories manifest
+
+CORRUPT_MANIFESTS = {
+    "not json": (b"{not json", "not valid JSON: Expecting property name"),
+    "not utf-8": (b'{"repos": ["caf\xe9"]}', "not UTF-8: byte 0xe9"),
+    "too deep": (b"[" * 100_000, "not valid JSON: nested deeper than"),
+    "a list": (b"[1, 2]", 'expected {"repos": [{"name": ...}, ...]}'),
+    "repos not a list": (b'{"repos": 5}', 'expected {"repos": [{"name": ...}, ...]}'),
+    "entry without name": (b'{"repos": [{"url": "x"}]}', 'expected {"repos": [{"name": ...}, ...]}'),
+    "empty": (b"", "not valid JSON: Expecting value"),
+}
+
+
+@pytest.fixture
+def source_tree(tmp_path):
+    src = tmp_path / "proj"
+    (src / "pkg").mkdir(parents=True)
+    (src / "pkg" / "core.py").write_text("def run():\n    pass\n")
+    return src
+
+
+@pytest.mark.parametrize("kind", sorted(CORRUPT_MANIFESTS))
+def test_corrupt_manifest_is_one_line_and_nothing_is_copied(tmp_path, source_tree, kind):
+    content, problem = CORRUPT_MANIFESTS[kind]
+    dest = tmp_path / "repos"
+    dest.mkdir()
+    (dest / "manifest.json").write_bytes(content)
+    r = CliRunner().invoke(main, ["repos", "add", str(source_tree), "--dest", str(dest)])
+    line = one_line_error(r)
+    assert line.startswith(f"Error: {dest / 'manifest.json'}: not a repository manifest ({problem}")
+    assert line.endswith("); delete it or fix it")
+    assert sorted(p.name for p in dest.iterdir()) == ["manifest.json"]  # no unrecorded copy
+    with pytest.raises(UserError, match="not a repository manifest"):
+        repos.clone_repos(dest, {"x": (tmp_path / "nowhere").as_uri()}, progress=False)
+    assert sorted(p.name for p in dest.iterdir()) == ["manifest.json"]
+
+
+def test_manifest_that_is_a_folder(tmp_path, source_tree):
+    dest = tmp_path / "repos"
+    (dest / "manifest.json").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"manifest.json: not a repository manifest \(Is a directory\)"):
+        repos.add_path(source_tree, dest)
+    assert sorted(p.name for p in dest.iterdir()) == ["manifest.json"]
+
+
+def test_full_disk_while_recording_leaves_no_copy_and_the_old_one_intact(tmp_path, source_tree, monkeypatch):
+    dest = tmp_path / "repos"
+    repos.add_path(source_tree, dest, name="proj")
+    before = snapshot(dest)
+    (source_tree / "pkg" / "more.py").write_text("X = 2\n")
+
+    monkeypatch.setattr(fileio, "write_text", full_disk_write_text)
+    for name, force in (("other", False), ("proj", True)):  # a new repository; a replaced one
+        with pytest.raises(UserError, match="manifest.json: cannot write: no space left on device"):
+            repos.add_path(source_tree, dest, name=name, force=force)
+        assert snapshot(dest) == before and not temps(dest)
+    monkeypatch.undo()
+    entry = repos.add_path(source_tree, dest, name="proj", force=True)
+    assert entry["py_files"] == 2 and (dest / "proj" / "pkg" / "more.py").is_file()
+
+
+def test_a_file_vanishing_during_the_copy_is_counted(tmp_path, source_tree, monkeypatch):
+    real = repos.iter_repo_files
+
+    def walk_then_delete(root, *a, **k):
+        out = list(real(root, *a, **k))
+        (source_tree / "pkg" / "core.py").unlink()
+        return iter(out)
+
+    (source_tree / "keep.py").write_text("K = 1\n")
+    monkeypatch.setattr(repos, "iter_repo_files", walk_then_delete)
+    monkeypatch.setattr(repos, "describe_repo", lambda root: {"py_files": 1, "bytes": 6, "skipped": {}})
+    entry = repos.add_path(source_tree, tmp_path / "repos")
+    assert entry["skipped"] == {"unreadable": 1}
+    assert sorted(p.name for p in (tmp_path / "repos" / "proj").iterdir()) == ["keep.py"]
+
+
+def test_a_killed_clones_folder_is_removed_by_the_next_clone(tmp_path):
+    from tests.test_repos import make_git_repo
+
+    make_git_repo(tmp_path / "up", {"m.py": "X = 1\n"})
+    dest = tmp_path / "repos"
+    stale = dest / f".up.{dead_pid()}.abcd1234.clone"
+    (stale / "up").mkdir(parents=True)
+    [r] = repos.clone_repos(dest, {"up": (tmp_path / "up").as_uri()}, progress=False)
+    assert r.status == "cloned" and not stale.exists()
+    assert sorted(p.name for p in dest.iterdir()) == ["manifest.json", "up"]
