@@ -354,3 +354,56 @@ def test_a_killed_clones_folder_is_removed_by_the_next_clone(tmp_path):
     [r] = repos.clone_repos(dest, {"up": (tmp_path / "up").as_uri()}, progress=False)
     assert r.status == "cloned" and not stale.exists()
     assert sorted(p.name for p in dest.iterdir()) == ["manifest.json", "up"]
+
+
+# ---------------------------------------------------------------- a real full disk
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 64 KiB tmpfs (a disk that fills up for real), where this machine lets the tests mount one."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip() or r.returncode}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_jsonl_onto_a_full_disk_keeps_the_old_file(tiny_disk):
+    target = tiny_disk / "train.jsonl"
+    fileio.write_jsonl(target, make_records(3))
+    before = target.read_bytes()
+    with pytest.raises(UserError) as e:
+        fileio.write_jsonl(target, make_records(400))  # far more than 64 KiB
+    assert str(e.value) == f"{target}: cannot write: no space left on device (nothing was replaced)"
+    assert target.read_bytes() == before and sorted(p.name for p in tiny_disk.iterdir()) == ["train.jsonl"]
+    fileio.write_jsonl(target, make_records(6))  # the space of the failed attempt was given back
+    assert len(fileio.read_jsonl(target)) == 6
+
+
+def test_phase_merge_onto_a_full_disk_is_one_line_and_keeps_the_old_phase(tmp_path, tiny_disk, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fileio.write_jsonl(tmp_path / "in.jsonl", make_records(12))
+    (tmp_path / "ph").mkdir()
+    (tmp_path / "ph/phase1.yaml").write_text(
+        "phase: 1\ninputs: [in.jsonl]\nsplit: {valid: 0.2, test: 0.2, seed: 0}\n"
+    )
+    out = tiny_disk / "phase1"
+    args = ["data", "merge", "--phase", "1", "--phases-dir", "ph", "--out", str(out)]
+    ok = CliRunner().invoke(main, args)
+    assert ok.exit_code == 0, ok.output
+    before = snapshot(out)
+    fileio.write_jsonl(tmp_path / "in.jsonl", make_records(400))
+    line = one_line_error(CliRunner().invoke(main, args))
+    assert line.startswith(f"Error: {out}/") and line.endswith(
+        ": cannot write: no space left on device (nothing was replaced)"
+    ), line
+    assert snapshot(out) == before and sorted(p.name for p in tiny_disk.iterdir()) == ["phase1"]
