@@ -43,7 +43,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     with _disk_full_is_user_error(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_parent(path)
         tmp = temp_dir(path.parent, path.name)
     target = tmp / path.name
     try:
@@ -66,7 +66,8 @@ def atomic_folder(path: str | os.PathLike, owned: Collection[str] = ()) -> Itera
         raise UserError(f"{path}: exists and is a file; remove it or choose another folder")
     if Path.cwd().resolve().is_relative_to(path.resolve()):
         raise UserError(f"{path}: is or contains the current folder; choose a folder of its own")
-    with atomic_path(path) as stage:
+    # a link to a folder stays a link: the folder it points to is the one replaced
+    with atomic_path(path.resolve() if path.is_symlink() else path) as stage:
         stage.mkdir()
         try:
             yield stage
@@ -112,6 +113,15 @@ def _running(pid: int) -> bool:
     except (PermissionError, OverflowError, ValueError):
         return True
     return True
+
+
+def _make_parent(path: Path) -> None:
+    """Create ``path``'s folder; a file standing where a folder of it should be is a ``UserError``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in [path.parent, *path.parent.parents] if p.is_file()), path.parent)
+        raise UserError(f"{path}: cannot write: {blocker} is a file, not a folder") from None
 
 
 @contextlib.contextmanager

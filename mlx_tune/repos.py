@@ -152,13 +152,13 @@ def load_manifest(dest: str | os.PathLike) -> dict[str, dict]:
             data, problem = fileio.parse_json_line(f.read())
     except OSError as e:
         data, problem = None, e.strerror or str(e)  # a folder of that name, no permission
-    if problem is None:
-        repos = data.get("repos") if isinstance(data, dict) else None
-        if not (
-            isinstance(repos, list)
-            and all(isinstance(e, dict) and isinstance(e.get("name"), str) for e in repos)
-        ):
-            problem = 'expected {"repos": [{"name": ...}, ...]}'
+    repos = data.get("repos") if isinstance(data, dict) else None
+    if problem is None and not (isinstance(repos, list) and all(isinstance(e, dict) for e in repos)):
+        problem = 'expected {"repos": [{"name": ...}, ...]}'
+    for i, e in enumerate(repos if problem is None else []):
+        if not (isinstance(e.get("name"), str) and _plain_name(e["name"])):
+            problem = f"repos[{i}].name: {e.get('name')!r} is not a plain folder name"
+            break
     if problem is not None:
         raise UserError(f"{path}: not a repository manifest ({problem}); delete it or fix it")
     return {e["name"]: e for e in data["repos"]}
@@ -198,8 +198,12 @@ def git_commit(path: str | os.PathLike) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def _plain_name(name: str) -> bool:
+    return bool(_NAME_RE.fullmatch(name)) and name not in (".", "..", MANIFEST)
+
+
 def _check_name(name: str) -> str:
-    if not _NAME_RE.match(name) or name in (".", ".."):
+    if not _plain_name(name):
         raise UserError(f"--name: {name!r} is not a usable folder name (letters, digits, . _ -)")
     return name
 

@@ -275,7 +275,9 @@ CORRUPT_MANIFESTS = {
     "too deep": (b"[" * 100_000, "not valid JSON: nested deeper than"),
     "a list": (b"[1, 2]", 'expected {"repos": [{"name": ...}, ...]}'),
     "repos not a list": (b'{"repos": 5}', 'expected {"repos": [{"name": ...}, ...]}'),
-    "entry without name": (b'{"repos": [{"url": "x"}]}', 'expected {"repos": [{"name": ...}, ...]}'),
+    "entry without name": (b'{"repos": [{"url": "x"}]}', "repos[0].name: None is not a plain folder name"),
+    "escaping name": (b'{"repos": [{"name": "../../etc"}]}', "repos[0].name: '../../etc' is not a plain"),
+    "name with newline": (b'{"repos": [{"name": "a\\n"}]}', "repos[0].name: 'a\\n' is not a plain"),
     "empty": (b"", "not valid JSON: Expecting value"),
 }
 
@@ -302,6 +304,13 @@ def test_corrupt_manifest_is_one_line_and_nothing_is_copied(tmp_path, source_tre
     with pytest.raises(UserError, match="not a repository manifest"):
         repos.clone_repos(dest, {"x": (tmp_path / "nowhere").as_uri()}, progress=False)
     assert sorted(p.name for p in dest.iterdir()) == ["manifest.json"]
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "a\n", "..", "-x"])
+def test_repository_names_that_are_not_plain_folder_names(tmp_path, source_tree, name):
+    with pytest.raises(UserError, match="is not a usable folder name"):
+        repos.add_path(source_tree, tmp_path / "repos", name=name)
+    assert not (tmp_path / "repos").exists()
 
 
 def test_manifest_that_is_a_folder(tmp_path, source_tree):
@@ -407,3 +416,110 @@ def test_phase_merge_onto_a_full_disk_is_one_line_and_keeps_the_old_phase(tmp_pa
         ": cannot write: no space left on device (nothing was replaced)"
     ), line
     assert snapshot(out) == before and sorted(p.name for p in tiny_disk.iterdir()) == ["phase1"]
+
+
+def test_a_linked_phase_folder_stays_a_link(phase):
+    inputs, out = phase
+    link = out.parent / "current"
+    link.symlink_to(out.name, target_is_directory=True)
+    fileio.write_jsonl(inputs, make_records(24))
+    m = merge_files([inputs], link, valid=0.2, test=0.2, seed=0)
+    assert link.is_symlink() and m["files"]["train.jsonl"]["sha256"] == fileio.sha256_file(
+        out / "train.jsonl"
+    )
+    assert (out / "NOTES.md").read_text() == "mine\n" and not temps(out.parent)
+
+
+# ---------------------------------------------------------------- the CLI on hostile inputs
+
+
+def hostile_files(folder: Path) -> list[str]:
+    """Files no data command should take, each wrong in its own way; returns their names."""
+    good = fileio.dumps_record(make_records(1)[0]).encode()
+    huge = json.loads(good)
+    huge["messages"][1]["content"] = "x" * 5_000_000
+    files = {
+        "empty.jsonl": b"",
+        "blank.jsonl": b"\n \n",
+        "binary.jsonl": bytes(range(256)) * 8,
+        "nul.jsonl": b'{"a": 1}\x00\n',
+        "bom.jsonl": b"\xef\xbb\xbf" + good + b"\n",
+        "scalars.jsonl": b'5\n[]\n"s"\nnull\n',
+        "shapes.jsonl": b'{"messages": 5}\n{"messages": [5]}\n{"messages": [{"role": ["user"]}]}\n'
+        b'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "tool_calls": [5]}]}\n'
+        b'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "meta": 5}\n',
+        "huge.jsonl": fileio.dumps_record(huge).encode() + b"\n" + b"{" * 3_000_000 + b"\n",
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    (folder / "adir").mkdir()
+    (folder / "loop.jsonl").symlink_to("loop.jsonl")
+    return [*files, "adir", "loop.jsonl", "missing.jsonl"]
+
+
+def no_traceback(result) -> None:
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        f"{type(result.exception).__name__}: {result.exception}"
+    )
+    assert "Traceback" not in result.output
+
+
+@pytest.fixture
+def hostile(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fileio.write_jsonl("good.jsonl", make_records(12))
+    fileio.write_jsonl("answers.jsonl", [{"text": "I do not know."}] * 12)
+    (tmp_path / "ph").mkdir()
+    return hostile_files(tmp_path)
+
+
+def test_data_and_bench_commands_on_hostile_files(hostile):
+    """Every command that reads JSONL, on every hostile file: a clean error, never a traceback
+    (the huge file's good record passes validation; its last line does not)."""
+    for name in hostile:
+        Path("ph/phase1.yaml").write_text(f"phase: 1\ninputs: [{name}]\n")
+        for args in (
+            ["data", "validate", name],
+            ["data", "stats", name],
+            ["data", "merge", "--phase", "1", "--phases-dir", "ph", "--out", "out"],
+            ["bench", "score", "--queries", name, "--predictions", "answers.jsonl", "--out", "b"],
+            ["bench", "score", "--queries", "good.jsonl", "--predictions", name, "--out", "b"],
+        ):
+            r = CliRunner().invoke(main, args)
+            no_traceback(r)
+            assert r.exit_code in (1, 2), (args, r.output)
+    assert not Path("out").exists() and not Path("b/results.json").exists()
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (b"phase: 1\ninputs: [\xff]\n", "ph/phase1.yaml: not UTF-8: byte 0xff at offset 18"),
+        (b"a: [" * 5000, "ph/phase1.yaml: not valid YAML: nested too deeply"),
+        (
+            b"\x00",
+            'ph/phase1.yaml: not valid YAML: unacceptable character #x0000: special characters are not allowed in "<unicode string>", position 0',
+        ),
+        (b"a: b: c", "ph/phase1.yaml:1: not valid YAML: mapping values are not allowed here"),
+    ],
+)
+def test_hostile_phase_config_is_one_line(tmp_path, monkeypatch, content, problem):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ph").mkdir()
+    (tmp_path / "ph/phase1.yaml").write_bytes(content)
+    r = CliRunner().invoke(main, ["data", "merge", "--phase", "1", "--phases-dir", "ph"])
+    assert one_line_error(r) == f"Error: {problem}"
+
+
+@pytest.mark.parametrize("out", ["afile/phase1", "afile/deeper/phase1"])
+def test_outputs_under_a_file_are_one_line_errors(tmp_path, monkeypatch, out):
+    monkeypatch.chdir(tmp_path)
+    fileio.write_jsonl("in.jsonl", make_records(12))
+    (tmp_path / "afile").write_text("keep")
+    (tmp_path / "ph").mkdir()
+    (tmp_path / "ph/phase1.yaml").write_text("phase: 1\ninputs: [in.jsonl]\n")
+    r = CliRunner().invoke(main, ["data", "merge", "--phase", "1", "--phases-dir", "ph", "--out", out])
+    assert one_line_error(r) == f"Error: {out}: cannot write: afile is a file, not a folder"
+    with pytest.raises(UserError, match=f"^{out}/x.jsonl: cannot write: afile is a file, not a folder$"):
+        fileio.write_jsonl(f"{out}/x.jsonl", [])
+    assert (tmp_path / "afile").read_text() == "keep"
