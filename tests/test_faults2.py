@@ -523,3 +523,12 @@ def test_outputs_under_a_file_are_one_line_errors(tmp_path, monkeypatch, out):
     with pytest.raises(UserError, match=f"^{out}/x.jsonl: cannot write: afile is a file, not a folder$"):
         fileio.write_jsonl(f"{out}/x.jsonl", [])
     assert (tmp_path / "afile").read_text() == "keep"
+
+
+def test_extract_reads_a_source_with_a_byte_order_mark(tmp_path):
+    """Python runs a file that starts with a UTF-8 BOM; extraction must not call it a syntax error."""
+    from mlx_tune.extract import extract_files
+
+    (tmp_path / "bom.py").write_bytes(b"\xef\xbb\xbfclass Marked:\n    def run(self):\n        pass\n")
+    [info] = extract_files([(str(tmp_path), "bom.py")], jobs=1, progress=False)
+    assert info.status == "ok" and [c.name for c in info.classes] == ["Marked"]
