@@ -70,8 +70,8 @@ class FileInfo:
 def extract_source(text: str, path: str = "<string>") -> FileInfo:
     """Symbols of one module's source text."""
     info = FileInfo(path=path, lines=text.count("\n") + 1)
-    try:
-        tree = ast.parse(text, filename=path)
+    try:  # a UTF-8 byte-order mark is valid in a Python file but not in a str given to ast
+        tree = ast.parse(text.removeprefix("\ufeff"), filename=path)
     except (SyntaxError, ValueError) as e:  # ValueError: null bytes in source
         info.status = "syntax_error"
         info.error = f"{getattr(e, 'lineno', '') or ''}: {getattr(e, 'msg', str(e))}"

@@ -13,8 +13,9 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +38,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     An interrupted or failing writer leaves the previous ``path`` untouched. Works for files
     and directories (a directory target that exists is replaced only after the new one is
     complete). A full disk (``ENOSPC``/``EDQUOT``) becomes a ``UserError`` naming ``path``; the
-    temporary path is always removed.
+    temporary path is always removed, and one a killed writer left behind is removed by the
+    next write of ``path`` (:func:`temp_dir`).
     """
     path = Path(path)
     with _disk_full_is_user_error(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        _make_parent(path)
+        tmp = temp_dir(path.parent, path.name)
     target = tmp / path.name
     try:
         with _disk_full_is_user_error(path):
@@ -50,6 +52,76 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             _swap_in(target, path, tmp)
     finally:
         _rmtree(tmp)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, owned: Collection[str] = ()) -> Iterator[Path]:
+    """Yield an empty folder standing in for the folder ``path``; when the block succeeds it
+    replaces ``path`` as a whole (:func:`atomic_path`), so a reader sees every new file or every
+    old one, never a mix. Entries of the old folder that the block did not write are copied into
+    the new one first, except those named in ``owned`` (a split no longer written is dropped)
+    and temporary folders of killed writers; a user's own files are kept."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path}: exists and is a file; remove it or choose another folder")
+    if Path.cwd().resolve().is_relative_to(path.resolve()):
+        raise UserError(f"{path}: is or contains the current folder; choose a folder of its own")
+    # a link to a folder stays a link: the folder it points to is the one replaced
+    with atomic_path(path.resolve() if path.is_symlink() else path) as stage:
+        stage.mkdir()
+        try:
+            yield stage
+        except UserError as e:  # name the files where they will be, not in the staging folder
+            raise UserError(str(e).replace(str(stage), str(path))) from None
+        for entry in sorted(path.iterdir()) if path.is_dir() else []:
+            new = stage / entry.name
+            if entry.name in owned or _TEMP_NAME.fullmatch(entry.name) or os.path.lexists(new):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.copytree(entry, new, symlinks=True)
+            else:
+                shutil.copy2(entry, new, follow_symlinks=False)
+
+
+# ``.<name>.<pid>.<random><suffix>``: a temporary path of process ``pid`` (see temp_dir).
+_TEMP_NAME = re.compile(r"\..+\.(\d+)\.\w+\.(?:tmp|clone)")
+
+
+def temp_dir(parent: str | os.PathLike, name: str, suffix: str = ".tmp") -> Path:
+    """A new empty folder ``parent/.<name>.<pid>.<random><suffix>`` for a writer of ``name``.
+
+    Such folders of writers that are no longer running (killed, or the machine went down) are
+    removed first: the process id in the name tells a dead writer's leftovers from a live one's."""
+    parent = Path(parent)
+    stale = re.compile(rf"\.{re.escape(name)}\.(\d+)\.\w+{re.escape(suffix)}")
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(parent):
+            m = stale.fullmatch(entry.name)
+            if m and not _running(int(m.group(1))):
+                _rmtree(Path(entry.path))
+    return Path(tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}.", suffix=suffix, dir=parent))
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists (a process of another user counts)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def _make_parent(path: Path) -> None:
+    """Create ``path``'s folder; a file standing where a folder of it should be is a ``UserError``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in [path.parent, *path.parent.parents] if p.is_file()), path.parent)
+        raise UserError(f"{path}: cannot write: {blocker} is a file, not a folder") from None
 
 
 @contextlib.contextmanager
@@ -80,9 +152,11 @@ def _swap_in(target: Path, path: Path, tmp: Path) -> None:
 
 
 def _rmtree(p: Path) -> None:
-    import shutil
-
-    shutil.rmtree(p, ignore_errors=True)
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            p.unlink()
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -297,18 +297,7 @@ def merge_files(
     for name, recs in splits.items():
         random.Random(f"{seed}:{name}").shuffle(recs)
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     written = [s for s in SPLITS if s != "test" or test > 0]
-    files = {}
-    for name in written:
-        path = out / f"{name}.jsonl"
-        fileio.write_jsonl(path, splits[name])
-        files[path.name] = {"records": len(splits[name]), "sha256": fileio.sha256_file(path)}
-    stale = out / "test.jsonl"
-    if "test" not in written and stale.exists():
-        stale.unlink()  # an old test split would otherwise be picked up by mlx-lm
-
     reps = {s: {component[k] for k in groups if where[k] == s} for s in written}
     manifest = {
         "phase": phase,
@@ -335,9 +324,17 @@ def merge_files(
         "leaks": leaks(splits),
         "warnings": held_out_warnings(splits, valid + test),
         "counts": {s: count_records(splits[s]) for s in written},
-        "files": files,
     }
-    fileio.write_json(out / "manifest.json", manifest)
+    # The folder is replaced whole: a failure (a full disk) leaves the old splits and manifest as
+    # they were; an old test split not written again is dropped (mlx-lm would pick it up).
+    owned = [*(f"{s}.jsonl" for s in SPLITS), "manifest.json"]
+    with fileio.atomic_folder(out, owned) as stage:
+        files = manifest["files"] = {}
+        for name in written:
+            path = stage / f"{name}.jsonl"
+            fileio.write_jsonl(path, splits[name])
+            files[path.name] = {"records": len(splits[name]), "sha256": fileio.sha256_file(path)}
+        fileio.write_json(stage / "manifest.json", manifest)
     return manifest
 
 

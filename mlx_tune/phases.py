@@ -121,11 +121,18 @@ def _load(path: Path, problems: list[str], seen: list[Path]) -> Phase | None:
         return None
     seen = [*seen, path.resolve()]
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problems.append(f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}")
+        what = " ".join(str(getattr(e, "problem", None) or e).split())  # one line
+        problems.append(f"{where}: not valid YAML: {what}")
+        return None
+    except UnicodeDecodeError as e:
+        problems.append(f"{path}: not UTF-8: byte 0x{e.object[e.start]:02x} at offset {e.start}")
+        return None
+    except (RecursionError, MemoryError):  # hostile nesting overflows the YAML parser
+        problems.append(f"{path}: not valid YAML: nested too deeply")
         return None
     if raw is None:
         raw = {}

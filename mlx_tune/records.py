@@ -28,6 +28,7 @@ import json
 import re
 from typing import Any
 
+from mlx_tune.fileio import parse_json_line
 from mlx_tune.tools import is_safe_relative_path
 
 CATEGORIES = ("grep", "read", "direct")
@@ -179,12 +180,13 @@ def render_code_call(tool: str, arguments: dict[str, Any]) -> str:
 
 def parse_code_call(text: str) -> tuple[str, dict[str, Any]] | None:
     """Parse a code-mode answer into ``(tool, arguments)``, or ``None`` if it is not one
-    ``grep``/``read`` call with literal arguments. Uses ``ast`` only; nothing is executed."""
+    ``grep``/``read`` call with literal arguments. Uses ``ast`` only; nothing is executed, and
+    hostile text (nested too deeply for ``ast``, null bytes, huge numbers) is ``None`` too."""
     m = re.search(r"```(?:python|py)?\s*\n(.*?)```", text, re.DOTALL)
     source = (m.group(1) if m else text).strip()
     try:
         tree = ast.parse(source, mode="eval")
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     call = tree.body
     if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)):
@@ -202,7 +204,7 @@ def parse_code_call(text: str) -> tuple[str, dict[str, Any]] | None:
             if kw.arg is None:
                 return None
             arguments[kw.arg] = ast.literal_eval(kw.value)
-    except (ValueError, TypeError, SyntaxError):
+    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
         return None
     return call.func.id, arguments
 
@@ -226,13 +228,20 @@ def prompt_messages(record: dict) -> list[dict]:
 
 
 def message_call(message: dict) -> tuple[str, dict[str, Any]] | None:
-    """The ``(tool, arguments)`` an assistant message calls, in either format, or ``None``."""
+    """The ``(tool, arguments)`` an assistant message calls, in either format, or ``None``.
+    Arguments that are not a JSON object read as ``{}`` (:func:`validate_record` reports them)."""
     calls = message.get("tool_calls")
     if calls:
         fn = calls[0]["function"]
-        args = fn["arguments"]
-        return fn["name"], json.loads(args) if isinstance(args, str) else dict(args)
+        args = decode_arguments(fn.get("arguments"))[0]
+        return fn["name"], dict(args) if isinstance(args, dict) else {}
     return parse_code_call(message.get("content") or "") if _looks_like_code(message) else None
+
+
+def decode_arguments(args: Any) -> tuple[Any, str | None]:
+    """Tool-call ``arguments`` as a value: a JSON string decoded (hostile JSON is a problem, never
+    a crash: :func:`mlx_tune.fileio.parse_json_line`), anything else as it is. ``(args, problem)``."""
+    return parse_json_line(args) if isinstance(args, str) else (args, None)
 
 
 def record_call(record: dict) -> tuple[str, dict[str, Any]] | None:
@@ -276,12 +285,8 @@ def normalized_key(record: dict) -> str:
         parts.append(str(m.get("content") or ""))
         for c in m.get("tool_calls") or []:
             fn = c.get("function", {})
-            args = fn.get("arguments")
-            if isinstance(args, str):
-                try:
-                    args = json.loads(args)
-                except json.JSONDecodeError:
-                    pass
+            args, problem = decode_arguments(fn.get("arguments"))
+            args = fn.get("arguments") if problem else args
             parts.append(f"{fn.get('name')}:{json.dumps(args, sort_keys=True)}")
     return re.sub(r"\s+", " ", "\x1f".join(parts)).strip().lower()
 
@@ -359,13 +364,10 @@ def _validate_calls(calls: Any, where: str, tools: Any) -> list[str]:
             problems.append(f"{at}.function.name: missing")
             continue
         name = fn["name"]
-        args = fn.get("arguments")
-        if isinstance(args, str):
-            try:
-                args = json.loads(args)
-            except json.JSONDecodeError as e:
-                problems.append(f"{at}.function.arguments: not valid JSON ({e.msg})")
-                continue
+        args, problem = decode_arguments(fn.get("arguments"))
+        if problem:
+            problems.append(f"{at}.function.arguments: {problem}")
+            continue
         if not isinstance(args, dict):
             problems.append(f"{at}.function.arguments: expected a JSON object")
             continue
@@ -443,9 +445,7 @@ def templated_messages(record: dict) -> list[dict]:
     for m in messages:
         for call in m.get("tool_calls") or []:
             fn = call.get("function", {})
-            if isinstance(fn.get("arguments"), str):
-                try:
-                    fn["arguments"] = json.loads(fn["arguments"])
-                except json.JSONDecodeError:
-                    pass
+            args, problem = decode_arguments(fn.get("arguments"))
+            if isinstance(fn.get("arguments"), str) and not problem:
+                fn["arguments"] = args
     return messages

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -142,16 +141,27 @@ def read_text(path: str | os.PathLike) -> str | None:
 
 
 def load_manifest(dest: str | os.PathLike) -> dict[str, dict]:
-    """The manifest's entries by repository name (empty if there is no manifest)."""
+    """The manifest's entries by repository name (empty if there is no manifest). A manifest
+    that cannot be read as one (not UTF-8, not JSON, nested absurdly deep, the wrong shape) is a
+    one-line ``UserError`` naming it."""
     path = Path(dest) / MANIFEST
-    if not path.is_file():
+    if not path.exists():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        entries = data["repos"]
-        return {e["name"]: e for e in entries}
-    except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{path}: not a repository manifest ({e}); delete it or fix it") from None
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            data, problem = fileio.parse_json_line(f.read())
+    except OSError as e:
+        data, problem = None, e.strerror or str(e)  # a folder of that name, no permission
+    repos = data.get("repos") if isinstance(data, dict) else None
+    if problem is None and not (isinstance(repos, list) and all(isinstance(e, dict) for e in repos)):
+        problem = 'expected {"repos": [{"name": ...}, ...]}'
+    for i, e in enumerate(repos if problem is None else []):
+        if not (isinstance(e.get("name"), str) and _plain_name(e["name"])):
+            problem = f"repos[{i}].name: {e.get('name')!r} is not a plain folder name"
+            break
+    if problem is not None:
+        raise UserError(f"{path}: not a repository manifest ({problem}); delete it or fix it")
+    return {e["name"]: e for e in data["repos"]}
 
 
 def update_manifest(dest: str | os.PathLike, entries: Sequence[dict]) -> Path:
@@ -188,8 +198,12 @@ def git_commit(path: str | os.PathLike) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def _plain_name(name: str) -> bool:
+    return bool(_NAME_RE.fullmatch(name)) and name not in (".", "..", MANIFEST)
+
+
 def _check_name(name: str) -> str:
-    if not _NAME_RE.match(name) or name in (".", ".."):
+    if not _plain_name(name):
         raise UserError(f"--name: {name!r} is not a usable folder name (letters, digits, . _ -)")
     return name
 
@@ -223,6 +237,7 @@ def clone_repos(
     for name in repos:
         _check_name(name)
     dest = Path(dest)
+    load_manifest(dest)  # a corrupt manifest is reported before anything is cloned
     dest.mkdir(parents=True, exist_ok=True)
     results: dict[str, CloneResult] = {}
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
@@ -249,7 +264,7 @@ def _clone_one(dest: Path, name: str, url: str) -> CloneResult:
         entry.setdefault("commit", git_commit(target) or "unknown")
         entry.update(describe_repo(target))
         return CloneResult(name, url, "present", entry=entry)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".clone", dir=dest))
+    tmp = fileio.temp_dir(dest, name, ".clone")  # a killed clone's folder is removed here
     try:
         proc = subprocess.run(
             ["git", "clone", "--depth", "1", "--quiet", "--", url, str(tmp / name)],
@@ -294,21 +309,18 @@ def add_path(
     if not src.is_dir():
         raise UserError(f"{path}: no such directory; pass a local directory or git checkout")
     name = _check_name(name or src.resolve().name)
-    target = Path(dest) / name
-    if target.exists() and not force:
-        raise UserError(f"{target}: already exists; pass --force to replace it or --name to pick another")
+    target = _check_target(dest, name, force, " or --name to pick another")
     stats = WalkStats()
     # A dest inside src is not copied into itself: the walk skips hidden temp folders and
     # folders holding a repositories manifest.
     files = [(src / rel, rel) for rel in iter_repo_files(src, stats=stats)]
-    _copy_text_files(files, target, stats)
     entry = {
         "name": name,
         "url": src.resolve().as_uri(),
         "source": "path",
         "commit": git_commit(src) or "unknown",
     }
-    return _record(dest, target, entry, stats)
+    return _install(dest, target, files, entry, stats)
 
 
 def add_installed(
@@ -336,9 +348,7 @@ def add_installed(
     entries = []
     for dist in found:
         name = _check_name(re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower())
-        target = Path(dest) / name
-        if target.exists() and not force:
-            raise UserError(f"{target}: already exists; pass --force to replace it")
+        target = _check_target(dest, name, force)
         files = []
         for rel in sorted(Path(str(f)).as_posix() for f in dist.files or []):
             parts = rel.split("/")
@@ -351,8 +361,6 @@ def add_installed(
                 files.append((full, rel))
         if not files:
             raise UserError(f"{dist.metadata['Name']}: the distribution lists no {'/'.join(suffixes)} files")
-        stats = WalkStats()
-        _copy_text_files(files, target, stats)
         entry = {
             "name": name,
             "url": None,
@@ -360,35 +368,53 @@ def add_installed(
             "version": dist.version,
             "commit": dist.version,
         }
-        entries.append(_record(dest, target, entry, stats, update=False))
-    update_manifest(dest, entries)
+        entries.append(_install(dest, target, files, entry, WalkStats()))
     return entries
 
 
-def _copy_text_files(files: Sequence[tuple[Path, str]], target: Path, stats: WalkStats) -> None:
-    """Copy ``(source, relative)`` files into ``target`` (replaced atomically): UTF-8 text up to
-    ``MAX_FILE_BYTES`` only, the rest counted in ``stats``."""
+def _check_target(dest, name: str, force: bool, hint: str = "") -> Path:
+    """``<dest>/<name>``, once the manifest reads and the folder may be (re)placed: checked before
+    anything is copied, so a refusal leaves nothing behind."""
+    load_manifest(dest)
+    target = Path(dest) / name
+    if target.exists() and not force:
+        raise UserError(f"{target}: already exists; pass --force to replace it{hint}")
+    if target.exists() and not target.is_dir():
+        raise UserError(f"{target}: exists and is a file; remove it or pass another --name")
+    return target
+
+
+def _install(dest, target: Path, files: Sequence[tuple[Path, str]], entry: dict, stats: WalkStats) -> dict:
+    """Copy ``files`` into ``target`` and record ``entry`` (completed with the copy's counts) in
+    the manifest, whole or not at all: the copy is staged, the manifest written, and only then
+    the copy renamed into place, so a failure (a full disk, an unreadable file) leaves neither a
+    new folder nor a new entry, and a replaced folder as it was."""
     with fileio.atomic_path(target) as tmp:
         tmp.mkdir()
-        for src, rel in files:
-            if src.stat().st_size > MAX_FILE_BYTES:
-                stats.skipped["too_large"] += 1
-                continue
-            data = src.read_bytes()
-            try:
-                data.decode("utf-8")
-            except UnicodeDecodeError:
-                stats.skipped["not_utf8"] += 1
-                continue
-            out = tmp / rel
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(data)
-
-
-def _record(dest, target: Path, entry: dict, stats: WalkStats, update: bool = True) -> dict:
-    """Complete a manifest entry with the copy's counts and what was skipped on the way."""
-    entry = {**entry, **describe_repo(target)}
-    entry["skipped"] = dict(sorted((Counter(entry["skipped"]) + stats.skipped).items()))
-    if update:
+        _copy_text_files(files, tmp, stats)
+        entry = {**entry, **describe_repo(tmp)}
+        entry["skipped"] = dict(sorted((Counter(entry["skipped"]) + stats.skipped).items()))
         update_manifest(dest, [entry])
     return entry
+
+
+def _copy_text_files(files: Sequence[tuple[Path, str]], tmp: Path, stats: WalkStats) -> None:
+    """Copy ``(source, relative)`` files into the folder ``tmp``: readable UTF-8 text up to
+    ``MAX_FILE_BYTES`` only, the rest counted in ``stats``."""
+    for src, rel in files:
+        try:
+            data = src.read_bytes() if src.stat().st_size <= MAX_FILE_BYTES else None
+        except OSError:  # gone since the walk, or not readable (a fifo, no permission)
+            stats.skipped["unreadable"] += 1
+            continue
+        if data is None:
+            stats.skipped["too_large"] += 1
+            continue
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            stats.skipped["not_utf8"] += 1
+            continue
+        out = tmp / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(data)

@@ -172,7 +172,7 @@ def _public_names(tree: ast.Module) -> set[str] | None:
         ):
             try:
                 return set(ast.literal_eval(node.value))
-            except ValueError:
+            except (ValueError, TypeError):  # not a literal, or not a list of names
                 return None
     return None
 
@@ -196,26 +196,29 @@ def _entry(module: str, qualname: str, kind: str, node: ast.AST, signature: str)
 
 
 def module_entries(module: str, source: str) -> list[Entry]:
-    """The usable documented public definitions of one module's source text."""
-    tree = ast.parse(source)
-    public = _public_names(tree)
-    out = []
-    for node in tree.body:
-        if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) or node.name.startswith("_"):
-            continue
-        if (public is not None and node.name not in public) or _decorated_away(node):
-            continue
-        if isinstance(node, ast.FunctionDef):
-            out.append(_entry(module, node.name, "function", node, _signature(node, False)))
-            continue
-        init = next((n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None)
-        out.append(_entry(module, node.name, "class", node, _signature(init, True)))
-        for meth in node.body:
-            if isinstance(meth, ast.FunctionDef) and not meth.name.startswith("_"):
-                if not _decorated_away(meth):
-                    sig = _signature(meth, not _is_static(meth))
-                    out.append(_entry(module, f"{node.name}.{meth.name}", "method", meth, sig))
-    return [e for e in out if e is not None]
+    """The usable documented public definitions of one module's source text (none for text that
+    ``ast`` cannot take: not Python, or nested too deeply to parse or unparse)."""
+    try:
+        tree = ast.parse(source)
+        public = _public_names(tree)
+        out = []
+        for node in tree.body:
+            skip = not isinstance(node, (ast.FunctionDef, ast.ClassDef)) or node.name.startswith("_")
+            if skip or (public is not None and node.name not in public) or _decorated_away(node):
+                continue
+            if isinstance(node, ast.FunctionDef):
+                out.append(_entry(module, node.name, "function", node, _signature(node, False)))
+                continue
+            init = [n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"] or [None]
+            out.append(_entry(module, node.name, "class", node, _signature(init[0], True)))
+            for meth in node.body:
+                if isinstance(meth, ast.FunctionDef) and not meth.name.startswith("_"):
+                    if not _decorated_away(meth):
+                        sig = _signature(meth, not _is_static(meth))
+                        out.append(_entry(module, f"{node.name}.{meth.name}", "method", meth, sig))
+        return [e for e in out if e is not None]
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return []
 
 
 def _is_static(node: ast.FunctionDef) -> bool:
