@@ -588,8 +588,14 @@ def bench(ctx: click.Context) -> None:
     help="With --repos installed: take this installed distribution (repeatable; default: eight, "
     "from click to anyio).",
 )
+@click.option(
+    "--pretrain-steps",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Pretraining steps of the embedded tiny base on local text (default: tiny build's; cached).",
+)
 @click.option("--force", is_flag=True, help="Re-run every stage even if its outputs are up to date.")
-def demo(model, repos_mode, iters, limit, out, packages, force):
+def demo(model, repos_mode, iters, limit, out, packages, pretrain_steps, force):
     """Run the whole pipeline offline: tiny model, data, phases 5-7, training, fusing, benchmark.
 
     Outputs land in their usual places under the current directory (data/, adapters/, models/,
@@ -599,6 +605,8 @@ def demo(model, repos_mode, iters, limit, out, packages, force):
     from mlx_tune.demo import DemoSettings, run_demo
 
     extra = {"packages": tuple(packages)} if packages else {}
+    if pretrain_steps is not None:
+        extra["pretrain_steps"] = pretrain_steps
     try:
         run_demo(
             DemoSettings(

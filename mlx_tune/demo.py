@@ -30,13 +30,15 @@ import click
 
 from mlx_tune import UserError, __version__, cpu_blas
 from mlx_tune.fileio import sha256_file, write_json
+from mlx_tune.tiny import DEFAULT_PRETRAIN_STEPS
 
 TINY_MODEL_DIR = Path("models/tiny")
 TINY_4BIT_DIR = Path("models/tiny-4bit")
 # The mission's path on the tiny model: LoRA adapters on a 4-bit base (QLoRA), fused into 8 bits.
-# LoRA does not learn the task on the random tiny base (see tiny.TINY_TRAIN_PRESET), so this phase
-# exercises the path end to end (quantized base, LoRA, dequantize-fuse-requantize, benchmark)
-# while the other phases use the full fine-tune preset.
+# On a 2-core CPU, mlx's 4-bit matmuls make a LoRA step several times slower than a float32 step
+# with OpenBLAS, so this one phase exercises the path end to end (quantized base, LoRA,
+# dequantize-fuse-requantize, benchmark) while phases 5-7 fine-tune the float32 base (see
+# tiny.TINY_TRAIN_PRESET for the measurements).
 QLORA_PHASE = 5
 QLORA_OVERRIDES = {
     "fine_tune_type": "lora",
@@ -62,6 +64,8 @@ class DemoSettings:
     """``installed`` copies installed packages (offline); ``clone`` clones the plan's ten repos."""
     iters: int | None = None
     """Training iterations per phase (``None``: the preset's or the phase config's)."""
+    pretrain_steps: int = DEFAULT_PRETRAIN_STEPS
+    """Pretraining steps of the embedded tiny base on local text (cached per machine)."""
     bench_out: Path = Path("benchmarks/demo")
     """Where the benchmark writes results.json, results.md and bench.log."""
     limit: int | None = None
@@ -137,10 +141,10 @@ def run_demo(s: DemoSettings) -> dict:
 
         stage(
             "tiny model",
-            {"seed": 0},
+            {"seed": 0, "pretrain_steps": s.pretrain_steps},
             [],
             [TINY_MODEL_DIR / "config.json"],
-            lambda: build_tiny_model(TINY_MODEL_DIR, seed=0),
+            lambda: build_tiny_model(TINY_MODEL_DIR, seed=0, pretrain_steps=s.pretrain_steps),
         )
 
     _data_stages(s, stage)
@@ -311,10 +315,10 @@ def _qlora_stages(s: DemoSettings, stage) -> None:
 
     stage(
         "tiny model (4-bit)",
-        {"seed": 0, "bits": 4},
+        {"seed": 0, "bits": 4, "pretrain_steps": s.pretrain_steps},
         [],
         [TINY_4BIT_DIR / "config.json"],
-        lambda: build_tiny_model(TINY_4BIT_DIR, seed=0, bits=4),
+        lambda: build_tiny_model(TINY_4BIT_DIR, seed=0, bits=4, pretrain_steps=s.pretrain_steps),
     )
     n, adapters = QLORA_PHASE, Path(f"adapters/phase{QLORA_PHASE}-qlora")
     overrides = {
