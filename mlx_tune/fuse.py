@@ -16,7 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from mlx_tune import UserError, fileio, model_card
+from mlx_tune import UserError, fileio, layout, model_card
 
 DEFAULT_MAX_TOKENS = 24
 
@@ -41,8 +41,8 @@ def resolve(
 ) -> tuple[str, Path, Path, dict]:
     problems = []
     if phase is not None:
-        adapter_path = adapter_path or f"adapters/phase{phase}"
-        save_path = save_path or f"models/phase{phase}-fused-{bits}bit"
+        adapter_path = adapter_path or str(layout.adapter_dir(phase))
+        save_path = save_path or str(layout.fused_model_dir(phase, bits=bits))
     if not adapter_path:
         problems.append("--adapter-path: required (or --phase N)")
     if not save_path:
