@@ -50,7 +50,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlx_tune import UserError, agent, bench, cpu_blas, evaluate, fileio, metrics, records, tools
+from mlx_tune import UserError, agent, bench, cpu_blas, evaluate, fileio, metrics, model_spec, records, tools
 
 FIXTURE_CACHE = Path(tempfile.gettempdir()) / "mlx_tune_eval_speed"
 FIXTURE_VERSION = 1  # bump when the fixture's records or training change
@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
                 from mlx_tune.tiny import build_tiny_model
 
                 spec = str(build_tiny_model(Path(tmp) / "tiny"))
-            model, tokenizer = evaluate.load_model(spec)
+            model, tokenizer = model_spec.load_model(spec)
             print(
                 f"model: {args.model or spec}; {len(queries)} queries from {source}; max {args.max_tokens} "
                 f"tokens, batch {args.batch_size}; BLAS: {cpu_blas.active() or 'bundled'}"

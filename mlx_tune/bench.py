@@ -90,14 +90,14 @@ def benchmark_model(
     ``agent_steps`` is the agent loop's call limit (0: no agent loop)."""
     import mlx.core as mx
 
-    from mlx_tune import evaluate
+    from mlx_tune import evaluate, model_spec
 
-    evaluate.check_spec(spec)  # a clear error before anything is measured
+    model_spec.check_spec(spec)  # a clear error before anything is measured
     entry: dict[str, Any] = {"name": name, "kind": "model", "spec": spec}
     entry.update(model_sizes(spec))
     mx.clear_cache()
     mx.reset_peak_memory()
-    model, tokenizer = evaluate.load_model(spec)  # fails fast on a bad spec or a mismatched adapter
+    model, tokenizer = model_spec.load_model(spec)  # fails fast on a bad spec or a mismatched adapter
     log.info("%s: loaded %s", name, spec)
     gen = evaluate.generate_batched(
         model, tokenizer, queries, max_tokens=max_tokens, batch_size=batch_size, progress=progress

@@ -119,8 +119,10 @@ def test_run_benchmark_writes_results(setup):
     weights = mx.load(str(good / "adapters.safetensors"))
     assert lora["trainable_params"] == sum(w.size for w in weights.values()) > 0
     assert lora["size_bytes"] == by_name["base"]["size_bytes"] + lora["adapter_bytes"]
-    assert "could not load" in by_name["mismatch"]["error"] and str(bad) in by_name["mismatch"]["error"]
-    assert "no such folder" in by_name["missing"]["error"]
+    assert (
+        "does not match the base" in by_name["mismatch"]["error"] and str(bad) in by_name["mismatch"]["error"]
+    )
+    assert "does not exist" in by_name["missing"]["error"]
     for name in ("never-call", "always-grep"):
         assert by_name[name]["accuracy"]["balanced_discrimination"] == 0.5
         assert by_name[name]["generation_tps"] is None
