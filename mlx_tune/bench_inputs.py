@@ -49,21 +49,20 @@ def load_queries(path: str | os.PathLike, limit: int | None = None) -> list[dict
     return out
 
 
-def phase_base_model(root: Path) -> str | None:
-    """``train.model`` of the highest-numbered phase config that names one."""
-    import yaml
+def phase_base_model(phases_dir: str | os.PathLike | None = None) -> str | None:
+    """``train.model`` of the highest-numbered phase config that names one (with what it
+    inherits): the shipped configs, or those in ``phases_dir``; a config that does not load is
+    skipped."""
+    from mlx_tune.phases import available_phases, load_phase
 
-    best = None
-    for p in sorted(root.glob("data/phases/phase*.yaml")):
-        m = re.fullmatch(r"phase(\d+)\.yaml", p.name)
+    for n in reversed(available_phases(phases_dir)):
         try:
-            cfg = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError:
+            model = load_phase(n, phases_dir or layout.PHASES_DIR).train.get("model")
+        except UserError:
             continue
-        model = (cfg.get("train") or {}).get("model") if isinstance(cfg, dict) else None
-        if m and isinstance(model, str) and (best is None or int(m.group(1)) > best[0]):
-            best = (int(m.group(1)), model)
-    return best[1] if best else None
+        if isinstance(model, str) and model:
+            return model
+    return None
 
 
 def project_models(
@@ -94,14 +93,16 @@ def project_models(
     return models
 
 
-def default_models(root: str | os.PathLike = ".") -> dict[str, str]:
-    """What exists: the entries of :func:`project_models` (on the base the phase configs name)
-    whose folders hold a model, then any other ``adapters/phase*`` adapter and fused
-    ``models/*-fused-*`` folder."""
+def default_models(
+    root: str | os.PathLike = ".", phases_dir: str | os.PathLike | None = None
+) -> dict[str, str]:
+    """What exists: the entries of :func:`project_models` (on the base the phase configs name,
+    :func:`phase_base_model`) whose folders hold a model, then any other ``adapters/phase*``
+    adapter and fused ``models/*-fused-*`` folder."""
     root = Path(root)
     models = {
         name: spec
-        for name, spec in project_models(phase_base_model(root), root).items()
+        for name, spec in project_models(phase_base_model(phases_dir), root).items()
         if name == "base" or _holds_model(root / spec.rpartition("@")[2])
     }
     extra = sorted(root.glob(f"{layout.ADAPTERS_DIR}/phase*"), key=lambda p: (len(p.name), p.name))

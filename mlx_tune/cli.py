@@ -280,16 +280,19 @@ def data_html_examples(out, html_dir, n_grep, n_read, n_direct, seed, fmt, style
 
 
 @data.command("merge")
-@click.option("--phase", required=True, help="Phase number (data/phases/phaseN.yaml) or a phase YAML path.")
+@click.option(
+    "--phase",
+    required=True,
+    help="Phase number (a shipped phaseN.yaml, or one in --phases-dir) or a phase YAML path.",
+)
 @click.option(
     "--out", default=None, type=click.Path(file_okay=False), help="Output dir [default: data/phaseN]."
 )
 @click.option(
     "--phases-dir",
-    default="data/phases",
-    show_default=True,
+    default=None,
     type=click.Path(file_okay=False),
-    help="Where the phaseN.yaml configs live.",
+    help="Where your own phaseN.yaml configs live [default: the shipped ones, mlx_tune/configs/phases/].",
 )
 def data_merge(phase, out, phases_dir) -> None:
     """Merge a phase's inputs: validate, drop duplicates, split train/valid/test by the file that

@@ -35,7 +35,7 @@ from mlx_tune.fileio import sha256_file, write_json
 TINY_MODEL_DIR = layout.TINY_MODEL_DIR
 TINY_4BIT_DIR = layout.TINY_4BIT_DIR
 # The mission's path on the tiny model: LoRA adapters on a 4-bit base (QLoRA), fused into 8 bits.
-# LoRA does not learn the task on the random tiny base (see tiny.TINY_TRAIN_PRESET), so this phase
+# LoRA does not learn the task on the random tiny base (see mlx_tune/configs/presets/tiny.yaml), so this phase
 # exercises the path end to end (quantized base, LoRA, dequantize-fuse-requantize, benchmark)
 # while the other phases use the full fine-tune preset.
 QLORA_PHASE = layout.QLORA_PHASE

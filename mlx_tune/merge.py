@@ -342,7 +342,7 @@ def merge_files(
 
 
 def merge_phase(
-    phase: int | str | Path, out: Path | str | None = None, phases_dir: Path | str = DEFAULT_PHASES_DIR
+    phase: int | str | Path, out: Path | str | None = None, phases_dir: Path | str | None = DEFAULT_PHASES_DIR
 ) -> dict[str, Any]:
     """Merge the inputs of a phase config into ``out`` (default ``data/phaseN``)."""
     cfg = load_phase(phase, phases_dir, check_inputs=True)

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=layout.BENCHMARKS_DIR / "all_phases")
     args = ap.parse_args(argv)
     try:
-        base = args.model or bench.phase_base_model(Path("."))
+        base = args.model or bench.phase_base_model()
         if not base:
             raise UserError("no base model: pass --model or set train.model in a phase config")
         models = bench.project_models(base)

@@ -193,9 +193,9 @@ def test_cli_same_accuracy_twice_and_errors(setup):
 
 
 def test_defaults_find_what_exists(tmp_path):
-    (tmp_path / "data/phases").mkdir(parents=True)
-    (tmp_path / "data/phases/phase5.yaml").write_text("phase: 5\ntrain: {model: org/base-5}\n")
-    (tmp_path / "data/phases/phase7.yaml").write_text("phase: 7\nextends: 5\ntrain: {model: org/base-7}\n")
+    (tmp_path / "ph").mkdir(parents=True)
+    (tmp_path / "ph/phase5.yaml").write_text("phase: 5\ninputs: [a.jsonl]\ntrain: {model: org/base-5}\n")
+    (tmp_path / "ph/phase7.yaml").write_text("phase: 7\nextends: 5\ntrain: {model: org/base-7}\n")
     for n, cfg in ((5, {"model": "org/base-5"}), (7, {})):
         d = tmp_path / f"adapters/phase{n}"
         d.mkdir(parents=True)
@@ -204,7 +204,7 @@ def test_defaults_find_what_exists(tmp_path):
     (tmp_path / "adapters/phase6").mkdir()  # no weights: skipped
     (tmp_path / "models/phase5-fused-8bit").mkdir(parents=True)
     (tmp_path / "models/phase5-fused-8bit/config.json").write_text("{}")
-    assert bench.default_models(tmp_path) == {
+    assert bench.default_models(tmp_path, tmp_path / "ph") == {
         "base": "org/base-7",
         "phase5": "org/base-5@adapters/phase5",
         "phase7": "org/base-7@adapters/phase7",
@@ -213,7 +213,7 @@ def test_defaults_find_what_exists(tmp_path):
     with pytest.raises(UserError, match="test.jsonl not found"):
         bench.default_queries(tmp_path)
     for n in (5, 6):
-        (tmp_path / f"data/phase{n}").mkdir()
+        (tmp_path / f"data/phase{n}").mkdir(parents=True)
         (tmp_path / f"data/phase{n}/test.jsonl").write_text("")
     assert bench.default_queries(tmp_path) == tmp_path / "data/phase6/test.jsonl"
     assert bench.parse_model_options(["a=x@y", "models/m"]) == {"a": "x@y", "m": "models/m"}

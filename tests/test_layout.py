@@ -5,7 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mlx_tune import bench, layout
+import pytest
+from conftest import make_records
+
+from mlx_tune import UserError, bench, layout
+from mlx_tune.fileio import write_jsonl
+from mlx_tune.phases import available_phases, load_phase
+from mlx_tune.train_config import resolve_settings, validate_settings
 
 
 def _adapter(root: Path, d: Path, base: str | None = None) -> None:
@@ -79,3 +85,69 @@ def test_default_models_keeps_what_exists_plus_other_phases(tmp_path):
         "phase9-fused-4bit": "models/phase9-fused-4bit",
     }
     assert list(models) == ["phase7", "phase7-fused-8bit", "phase9", "phase9-fused-4bit"]
+
+
+# ---------------------------------------------------------------- shipped configs (package data)
+
+SHIPPED = [("phase", n) for n in available_phases()] + [("preset", name) for name in layout.preset_names()]
+
+
+def test_the_shipped_configs_are_there():
+    assert [n for kind, n in SHIPPED if kind == "phase"] == list(layout.PHASES)
+    assert {"qlora", "tiny"} <= set(layout.preset_names())
+
+
+@pytest.mark.parametrize("kind, name", SHIPPED)
+def test_every_shipped_config_validates_from_any_directory(kind, name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not the checkout: read from the package
+    where = {} if kind == "phase" else {"model": "m", "data": "d"}
+    notes: list[str] = []
+    s = resolve_settings(**{kind: name}, overrides=where, notes=notes)  # raises on any problem
+    assert validate_settings(s) == [] and notes == []
+    if kind == "phase":
+        assert load_phase(name).path == layout.phase_config_path(name)
+        assert (s.data, s.adapter_path) == (str(layout.phase_data_dir(name)), str(layout.adapter_dir(name)))
+
+
+def test_the_wheel_ships_every_config():
+    import fnmatch
+
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["mlx_tune"]
+    package = Path(layout.__file__).parent
+    configs = sorted(p.relative_to(package).as_posix() for p in layout.CONFIGS_DIR.rglob("*") if p.is_file())
+    assert configs and all(any(fnmatch.fnmatch(c, pat) for pat in patterns) for c in configs), configs
+
+
+def test_users_own_preset_and_phase_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.yaml").write_text("fine_tune_type: dora\nrank: 4\niters: 5\n")
+    s = resolve_settings(preset="mine.yaml", overrides={"model": "m", "data": "d"})
+    assert (s.fine_tune_type, s.rank, s.iters) == ("dora", 4, 5)
+    with pytest.raises(UserError, match="unknown preset 'nope' \\(have: .*qlora.*tiny"):
+        resolve_settings(preset="nope", overrides={"model": "m", "data": "d"})
+    # A user's phase 8 in a folder of its own extends the shipped phase 7.
+    own = tmp_path / "phases" / "phase8.yaml"
+    own.parent.mkdir()
+    own.write_text("phase: 8\nextends: 7\ninputs: [data/mine.jsonl]\ntrain: {iters: 3}\n")
+    p7, p8 = load_phase(7), load_phase(str(own))
+    assert p8.inputs == [*p7.inputs, Path("data/mine.jsonl")] and p8.split == p7.split
+    assert p8.train == {**p7.train, "iters": 3}
+    assert load_phase(8, phases_dir=own.parent).number == 8
+
+
+def test_data_merge_runs_from_any_directory(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from mlx_tune.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(layout.examples_file("domain"), make_records(30))
+    result = CliRunner().invoke(main, ["data", "merge", "--phase", "5"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((layout.phase_data_dir(5) / "manifest.json").read_text())
+    assert (
+        manifest["phase"] == 5 and manifest["inputs"][0]["path"] == layout.examples_file("domain").as_posix()
+    )
