@@ -105,7 +105,9 @@ def _tree_hash(path: Path) -> str:
         return sha256_file(path)
     if path.is_dir():
         h = hashlib.sha256()
-        for p in sorted(q for q in path.rglob("*") if q.is_file() and "checkpoints" not in q.parts):
+        # Compiled bytecode is not an input: Python writes it on first import, mid-run.
+        skip = {"checkpoints", "__pycache__"}
+        for p in sorted(q for q in path.rglob("*") if q.is_file() and not skip & set(q.parts)):
             h.update(f"{p.relative_to(path)}:{p.stat().st_size}:{sha256_file(p)}".encode())
         return h.hexdigest()
     return "missing"

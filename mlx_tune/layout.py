@@ -63,6 +63,11 @@ def examples_file(kind: str) -> Path:
     return DATA_DIR / f"{kind}_examples" / "training_examples.jsonl"
 
 
+DOMAIN_EXAMPLES = examples_file("domain")
+REPO_EXAMPLES = examples_file("repos")
+HTML_EXAMPLES = examples_file("html")
+
+
 def phase_data_dir(phase: int | str) -> Path:
     """A merged phase's folder: ``data/phaseN`` (train/valid/test JSONL and manifest.json)."""
     return DATA_DIR / f"phase{phase}"
