@@ -50,7 +50,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlx_tune import UserError, agent, bench, cpu_blas, evaluate, fileio, metrics, records, tools
+from mlx_tune import (
+    UserError,
+    agent,
+    bench,
+    cpu_blas,
+    evaluate,
+    fileio,
+    layout,
+    metrics,
+    model_spec,
+    records,
+    tools,
+)
 
 FIXTURE_CACHE = Path(tempfile.gettempdir()) / "mlx_tune_eval_speed"
 FIXTURE_VERSION = 1  # bump when the fixture's records or training change
@@ -320,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--agent", action="store_true", help="compare the agent loop (tool calls run, multi-step)"
     )
-    ap.add_argument("--repos", type=Path, default=Path("data/repos"), help="repositories for --agent")
+    ap.add_argument("--repos", type=Path, default=layout.REPOS_DIR, help="repositories for --agent")
     ap.add_argument("--max-steps", type=int, default=agent.DEFAULT_MAX_STEPS, help="tool calls per query")
     ap.add_argument("--fixture", action="store_true", help="the tiny model trained on click trajectories")
     ap.add_argument("--train-steps", type=int, default=300, help="training steps of the --fixture model")
@@ -342,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
                 from mlx_tune.tiny import build_tiny_model
 
                 spec = str(build_tiny_model(Path(tmp) / "tiny"))
-            model, tokenizer = evaluate.load_model(spec)
+            model, tokenizer = model_spec.load_model(spec)
             print(
                 f"model: {args.model or spec}; {len(queries)} queries from {source}; max {args.max_tokens} "
                 f"tokens, batch {args.batch_size}; BLAS: {cpu_blas.active() or 'bundled'}"

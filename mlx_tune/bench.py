@@ -34,14 +34,15 @@ from typing import Any
 
 import click
 
-from mlx_tune import UserError, metrics
-from mlx_tune.bench_inputs import (  # noqa: F401  (phase_base_model, adapter_base_model: public here too)
+from mlx_tune import UserError, layout, metrics
+from mlx_tune.bench_inputs import (  # noqa: F401  (re-exported: public here too)
     adapter_base_model,
     default_models,
     default_queries,
     load_queries,
     parse_model_options,
     phase_base_model,
+    project_models,
 )
 from mlx_tune.bench_measure import machine_info, measure_load_time, model_sizes, p95
 from mlx_tune.bench_report import ACCURACY_KEYS, format_table, redraw  # noqa: F401  (ACCURACY_KEYS: public)
@@ -89,14 +90,14 @@ def benchmark_model(
     ``agent_steps`` is the agent loop's call limit (0: no agent loop)."""
     import mlx.core as mx
 
-    from mlx_tune import evaluate
+    from mlx_tune import evaluate, model_spec
 
-    evaluate.check_spec(spec)  # a clear error before anything is measured
+    model_spec.check_spec(spec)  # a clear error before anything is measured
     entry: dict[str, Any] = {"name": name, "kind": "model", "spec": spec}
     entry.update(model_sizes(spec))
     mx.clear_cache()
     mx.reset_peak_memory()
-    model, tokenizer = evaluate.load_model(spec)  # fails fast on a bad spec or a mismatched adapter
+    model, tokenizer = model_spec.load_model(spec)  # fails fast on a bad spec or a mismatched adapter
     log.info("%s: loaded %s", name, spec)
     gen = evaluate.generate_batched(
         model, tokenizer, queries, max_tokens=max_tokens, batch_size=batch_size, progress=progress
@@ -291,7 +292,7 @@ def _failed_entry(name: str, spec: str, message: str) -> dict:
     metavar="NAME=SPEC",
     help="A model to benchmark (repeatable). SPEC is a model folder or Hugging Face id, "
     "or BASE@ADAPTER_DIR for a LoRA adapter on its base, e.g. base=models/tiny, "
-    "p7=models/tiny@adapters/phase7. Default: the base in data/phases/*.yaml, every "
+    "p7=models/tiny@adapters/phase7. Default: the base the phase configs name, every "
     "adapters/phaseN and every models/*-fused-* folder.",
 )
 @click.option(
@@ -361,12 +362,12 @@ def command(
     """
     if ctx.invoked_subcommand is not None:
         return
-    out_dir = out_dir or Path("benchmarks") / time.strftime("run-%Y%m%d-%H%M%S")
+    out_dir = out_dir or layout.BENCHMARKS_DIR / time.strftime("run-%Y%m%d-%H%M%S")
     try:
         models = parse_model_options(model_opts) if model_opts else default_models()
         if not models:
             raise UserError(
-                "nothing to benchmark: no data/phases/*.yaml base, adapters/phaseN or "
+                "nothing to benchmark: no phase config base, adapters/phaseN or "
                 "models/*-fused-* found; pass --model NAME=SPEC"
             )
         queries = queries or default_queries()

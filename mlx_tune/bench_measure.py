@@ -29,13 +29,13 @@ print(json.dumps({"load_time_s": time.perf_counter() - t0}))
 
 def measure_load_time(spec: str, repeats: int = 3) -> list[float]:
     """Seconds from ``mlx_lm.load`` to the first token's logits, each run in a fresh process."""
-    from mlx_tune.evaluate import check_spec
+    from mlx_tune.model_spec import check_spec
 
-    base, adapter = check_spec(spec)
+    s = check_spec(spec)
     times = []
     for _ in range(max(repeats, 0)):
         proc = subprocess.run(
-            [sys.executable, "-c", _LOAD_PROBE, base, adapter or ""],
+            [sys.executable, "-c", _LOAD_PROBE, s.base, s.adapter or ""],
             capture_output=True,
             text=True,
             check=False,
@@ -64,9 +64,9 @@ def safetensors_params(path: str | os.PathLike) -> int:
 
 def model_sizes(spec: str) -> dict[str, Any]:
     """``size_bytes`` (base folder plus adapter), ``adapter_bytes``, ``trainable_params``."""
-    from mlx_tune.evaluate import parse_spec
+    from mlx_tune.model_spec import parse_spec
 
-    base, adapter = parse_spec(spec)
+    base, adapter = (s := parse_spec(spec)).base, s.adapter
     base_path = Path(base)
     if not base_path.exists():
         try:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from mlx_tune import UserError, __version__
+from mlx_tune import UserError, __version__, layout
 
 # Commands that run a model: on Linux they restart once with the system OpenBLAS (mlx_tune.cpu_blas).
 HEAVY_COMMANDS = {"train", "fuse", "bench", "demo", "tiny"}
@@ -61,7 +61,7 @@ def data() -> None:
 
 _DEST_OPTION = click.option(
     "--dest",
-    default="data/repos",
+    default=str(layout.REPOS_DIR),
     show_default=True,
     type=click.Path(file_okay=False),
     help="Folder that holds one sub-folder per repository and manifest.json.",
@@ -195,12 +195,12 @@ def _example_options(grep: int, read: int, direct: int, output: str):
 @click.option(
     "--repos",
     "repos_dir",
-    default="data/repos",
+    default=str(layout.REPOS_DIR),
     show_default=True,
     type=click.Path(file_okay=False),
     help="Folder whose sub-folders are repositories (manifest.json used when present).",
 )
-@_example_options(300, 150, 100, "data/repos_examples/training_examples.jsonl")
+@_example_options(300, 150, 100, str(layout.examples_file("repos")))
 def data_repo_examples(repos_dir, output, n_grep, n_read, n_direct, seed, fmt, jobs, style) -> None:
     """Generate grep / read training examples from the repositories in REPOS (AST only; each
     runs the real grep/read and answers from its output) and direct ones about Python."""
@@ -219,7 +219,7 @@ def data_repo_examples(repos_dir, output, n_grep, n_read, n_direct, seed, fmt, j
     type=click.Path(file_okay=False),
     help="Repository to learn from (default: this project's library source, the mlx_tune package).",
 )
-@_example_options(120, 60, 60, "data/domain_examples/training_examples.jsonl")
+@_example_options(120, 60, 60, str(layout.examples_file("domain")))
 def data_domain_examples(repo, output, n_grep, n_read, n_direct, seed, fmt, jobs, style) -> None:
     """Generate the phase-5 domain set from one repository with the same generator as
     repo-examples (meta.source "domain:<name>"). A small tree yields what it can; the
@@ -238,14 +238,14 @@ def data_domain_examples(repo, output, n_grep, n_read, n_direct, seed, fmt, jobs
 @click.option(
     "-o",
     "--out",
-    default="data/html_examples/training_examples.jsonl",
+    default=str(layout.examples_file("html")),
     show_default=True,
     type=click.Path(dir_okay=False),
     help="JSONL file to write.",
 )
 @click.option(
     "--html-dir",
-    default="data/html",
+    default=str(layout.HTML_DIR),
     show_default=True,
     type=click.Path(file_okay=False),
     help="Where to write the HTML pages the grep/read examples refer to.",
@@ -280,16 +280,19 @@ def data_html_examples(out, html_dir, n_grep, n_read, n_direct, seed, fmt, style
 
 
 @data.command("merge")
-@click.option("--phase", required=True, help="Phase number (data/phases/phaseN.yaml) or a phase YAML path.")
+@click.option(
+    "--phase",
+    required=True,
+    help="Phase number (a shipped phaseN.yaml, or one in --phases-dir) or a phase YAML path.",
+)
 @click.option(
     "--out", default=None, type=click.Path(file_okay=False), help="Output dir [default: data/phaseN]."
 )
 @click.option(
     "--phases-dir",
-    default="data/phases",
-    show_default=True,
+    default=None,
     type=click.Path(file_okay=False),
-    help="Where the phaseN.yaml configs live.",
+    help="Where your own phaseN.yaml configs live [default: the shipped ones, mlx_tune/configs/phases/].",
 )
 def data_merge(phase, out, phases_dir) -> None:
     """Merge a phase's inputs: validate, drop duplicates, split train/valid/test by the file that
@@ -298,7 +301,7 @@ def data_merge(phase, out, phases_dir) -> None:
     from mlx_tune.merge import format_manifest, merge_phase
 
     manifest = merge_phase(phase, out, phases_dir)
-    click.echo(format_manifest(manifest, out or f"data/phase{manifest['phase']}"))
+    click.echo(format_manifest(manifest, out or layout.phase_data_dir(manifest["phase"])))
 
 
 @data.command("validate")
@@ -577,7 +580,7 @@ def bench(ctx: click.Context) -> None:
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
-    default=Path("benchmarks/demo"),
+    default=layout.DEMO_BENCH_DIR,
     show_default=True,
     help="Benchmark output folder.",
 )

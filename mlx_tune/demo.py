@@ -1,7 +1,8 @@
 """The offline end-to-end demo: one command from nothing to a benchmark table.
 
 Stages, each skipped when its outputs exist and its inputs and settings are unchanged (a
-fingerprint per stage is kept in ``data/cache/demo_stamps.json``):
+fingerprint per stage is kept in ``data/cache/demo_stamps.json``); the paths are
+:mod:`mlx_tune.layout`'s:
 
 1. the embedded tiny model (``models/tiny``), unless ``--model`` names another base;
 2. repositories: installed packages copied into ``data/repos`` (or ``--repos clone``);
@@ -28,18 +29,18 @@ from pathlib import Path
 
 import click
 
-from mlx_tune import UserError, __version__, cpu_blas
+from mlx_tune import UserError, __version__, cpu_blas, layout
 from mlx_tune.fileio import sha256_file, write_json
 from mlx_tune.tiny import DEFAULT_PRETRAIN_STEPS
 
-TINY_MODEL_DIR = Path("models/tiny")
-TINY_4BIT_DIR = Path("models/tiny-4bit")
+TINY_MODEL_DIR = layout.TINY_MODEL_DIR
+TINY_4BIT_DIR = layout.TINY_4BIT_DIR
 # The mission's path on the tiny model: LoRA adapters on a 4-bit base (QLoRA), fused into 8 bits.
 # On a 2-core CPU, mlx's 4-bit matmuls make a LoRA step several times slower than a float32 step
 # with OpenBLAS, so this one phase exercises the path end to end (quantized base, LoRA,
 # dequantize-fuse-requantize, benchmark) while phases 5-7 fine-tune the float32 base (see
-# tiny.TINY_TRAIN_PRESET for the measurements).
-QLORA_PHASE = 5
+# mlx_tune/configs/presets/tiny.yaml for the measurements).
+QLORA_PHASE = layout.QLORA_PHASE
 QLORA_OVERRIDES = {
     "fine_tune_type": "lora",
     "train_embeddings": False,
@@ -47,11 +48,11 @@ QLORA_OVERRIDES = {
     "learning_rate": 1e-3,
     "epochs": 1,
 }
-STAMPS = Path("data/cache/demo_stamps.json")
+STAMPS = layout.DEMO_STAMPS
 # Installed with mlx_tune's own dependencies on every machine, so the demo needs no network.
 DEMO_PACKAGES = ("click", "typer", "pydantic", "attrs", "jinja2", "tqdm", "rich", "anyio")
-PHASES = (5, 6, 7)
-FUSED_PHASES = (5, 7)
+PHASES = layout.PHASES
+FUSED_PHASES = layout.FUSED_PHASES
 
 
 @dataclass
@@ -66,7 +67,7 @@ class DemoSettings:
     """Training iterations per phase (``None``: the preset's or the phase config's)."""
     pretrain_steps: int = DEFAULT_PRETRAIN_STEPS
     """Pretraining steps of the embedded tiny base on local text (cached per machine)."""
-    bench_out: Path = Path("benchmarks/demo")
+    bench_out: Path = layout.DEMO_BENCH_DIR
     """Where the benchmark writes results.json, results.md and bench.log."""
     limit: int | None = None
     """Benchmark at most this many held-out queries (``None``: all)."""
@@ -108,7 +109,9 @@ def _tree_hash(path: Path) -> str:
         return sha256_file(path)
     if path.is_dir():
         h = hashlib.sha256()
-        for p in sorted(q for q in path.rglob("*") if q.is_file() and "checkpoints" not in q.parts):
+        # Compiled bytecode is not an input: Python writes it on first import, mid-run.
+        skip = {"checkpoints", "__pycache__"}
+        for p in sorted(q for q in path.rglob("*") if q.is_file() and not skip & set(q.parts)):
             h.update(f"{p.relative_to(path)}:{p.stat().st_size}:{sha256_file(p)}".encode())
         return h.hexdigest()
     return "missing"
@@ -155,37 +158,25 @@ def run_demo(s: DemoSettings) -> dict:
     from mlx_tune.fuse import fuse
 
     for n in FUSED_PHASES:
-        out = Path(f"models/phase{n}-fused-8bit")
+        adapters, out = layout.adapter_dir(n), layout.fused_model_dir(n)
         stage(
             f"fuse phase {n}",
             {"bits": 8, "model": model},
-            [Path(f"adapters/phase{n}")],
+            [adapters],
             [out / "config.json"],
-            lambda n=n, out=out: fuse(
-                model=model, adapter_path=f"adapters/phase{n}", save_path=str(out), bits=8, force=True
+            lambda adapters=adapters, out=out: fuse(
+                model=model, adapter_path=str(adapters), save_path=str(out), bits=8, force=True
             ),
         )
 
-    from mlx_tune.bench import format_table, run_benchmark
+    from mlx_tune.bench import format_table, project_models, run_benchmark
 
-    models = {"base": model}
-    for n in PHASES:
-        models[f"phase{n}"] = f"{model}@adapters/phase{n}"
-        if n in FUSED_PHASES:
-            models[f"phase{n}-fused-8bit"] = f"models/phase{n}-fused-8bit"
-    if tiny:
-        models[f"phase{QLORA_PHASE}-qlora"] = f"{TINY_4BIT_DIR}@adapters/phase{QLORA_PHASE}-qlora"
-        models[f"phase{QLORA_PHASE}-qlora-fused-8bit"] = f"models/phase{QLORA_PHASE}-qlora-fused-8bit"
-    queries = Path("data/phase7/test.jsonl")
+    models = project_models(model, qlora=tiny)
+    queries = layout.query_file()
     results_file = s.bench_out / "results.json"
+    # Every local folder the models are made of (a Hugging Face id is a placeholder "-").
     model_paths = [Path(model) if Path(model).exists() else Path("-"), queries]
-    model_paths += [Path(f"adapters/phase{n}") for n in PHASES]
-    model_paths += [Path(f"models/phase{n}-fused-8bit") for n in FUSED_PHASES]
-    if tiny:
-        model_paths += [
-            Path(f"adapters/phase{QLORA_PHASE}-qlora"),
-            Path(f"models/phase{QLORA_PHASE}-qlora-fused-8bit"),
-        ]
+    model_paths += [Path(p) for spec in models.values() for p in spec.split("@") if p != model]
     stage(
         "benchmark",
         {"models": models, "repeats": s.load_repeats, "limit": s.limit},
@@ -223,7 +214,7 @@ def run_demo(s: DemoSettings) -> dict:
 def _data_stages(s: DemoSettings, stage) -> None:
     from mlx_tune import datacheck, examples, html_examples, merge, repos
 
-    repos_dir = Path("data/repos")
+    repos_dir = layout.REPOS_DIR
     if s.repos == "clone":
 
         def get_repos():
@@ -251,9 +242,9 @@ def _data_stages(s: DemoSettings, stage) -> None:
     else:
         raise UserError(f"--repos: {s.repos!r} is neither 'installed' nor 'clone'")
 
-    domain_out = Path("data/domain_examples/training_examples.jsonl")
-    repo_out = Path("data/repos_examples/training_examples.jsonl")
-    html_out = Path("data/html_examples/training_examples.jsonl")
+    domain_out = layout.examples_file("domain")
+    repo_out = layout.examples_file("repos")
+    html_out = layout.examples_file("html")
     domain_root = examples.default_domain_root()
     stage(
         "domain examples",
@@ -271,23 +262,24 @@ def _data_stages(s: DemoSettings, stage) -> None:
     )
     stage("html examples", {}, [], [html_out], lambda: html_examples.generate_html_examples(html_out))
     for n in PHASES:
-        phase_file = Path(f"data/phases/phase{n}.yaml")
+        phase_file = layout.phase_config_path(n)
         inputs = [phase_file, domain_out, repo_out, html_out]
         stage(
             f"merge phase {n}",
             {},
             inputs,
-            [Path(f"data/phase{n}/manifest.json")],
+            [layout.phase_data_dir(n) / "manifest.json"],
             lambda n=n: merge.merge_phase(n),
         )
-        click.echo(datacheck.format_stats(datacheck.dataset_stats(Path(f"data/phase{n}"))))
+        click.echo(datacheck.format_stats(datacheck.dataset_stats(layout.phase_data_dir(n))))
 
 
 def _train_stages(s: DemoSettings, stage, model: str, tiny: bool) -> None:
     from mlx_tune import train
 
     for n in PHASES:
-        overrides = {"model": model, "data": f"data/phase{n}", "adapter_path": f"adapters/phase{n}"}
+        data, adapters = layout.phase_data_dir(n), layout.adapter_dir(n)
+        overrides = {"model": model, "data": str(data), "adapter_path": str(adapters)}
         if s.iters is not None:
             overrides["iters"] = s.iters
         # The phase files' train: sections are tuned for Qwen2.5-Coder-7B; the tiny model uses its own preset.
@@ -299,10 +291,10 @@ def _train_stages(s: DemoSettings, stage, model: str, tiny: bool) -> None:
             overrides | {"preset": "tiny" if tiny else None},
             [
                 Path(model) if Path(model).exists() else Path("-"),
-                Path(f"data/phase{n}/train.jsonl"),
-                Path(f"data/phase{n}/valid.jsonl"),
+                data / "train.jsonl",
+                data / "valid.jsonl",
             ],
-            [Path(f"adapters/phase{n}/adapters.safetensors")],
+            [adapters / "adapters.safetensors"],
             lambda settings=settings: _train_completed(train, settings),
         )
 
@@ -320,10 +312,11 @@ def _qlora_stages(s: DemoSettings, stage) -> None:
         [TINY_4BIT_DIR / "config.json"],
         lambda: build_tiny_model(TINY_4BIT_DIR, seed=0, bits=4, pretrain_steps=s.pretrain_steps),
     )
-    n, adapters = QLORA_PHASE, Path(f"adapters/phase{QLORA_PHASE}-qlora")
+    n, adapters = QLORA_PHASE, layout.adapter_dir(QLORA_PHASE, "qlora")
+    data = layout.phase_data_dir(n)
     overrides = {
         "model": str(TINY_4BIT_DIR),
-        "data": f"data/phase{n}",
+        "data": str(data),
         "adapter_path": str(adapters),
         **QLORA_OVERRIDES,
     }
@@ -334,11 +327,11 @@ def _qlora_stages(s: DemoSettings, stage) -> None:
     stage(
         f"train phase {n} (QLoRA)",
         overrides,
-        [TINY_4BIT_DIR, Path(f"data/phase{n}/train.jsonl"), Path(f"data/phase{n}/valid.jsonl")],
+        [TINY_4BIT_DIR, data / "train.jsonl", data / "valid.jsonl"],
         [adapters / "adapters.safetensors"],
         lambda: _train_completed(train, settings),
     )
-    out = Path(f"models/phase{n}-qlora-fused-8bit")
+    out = layout.fused_model_dir(n, "qlora")
     stage(
         f"fuse phase {n} (QLoRA)",
         {"bits": 8, "model": str(TINY_4BIT_DIR)},

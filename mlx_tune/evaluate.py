@@ -18,80 +18,19 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import mlx.core as mx
 
-from mlx_tune import UserError, records
+from mlx_tune import records
 from mlx_tune.batching import common_length
 from mlx_tune.json_prefix import JsonPrefix
 from mlx_tune.metrics import finish_text, record_format
 
 PREFILL_STEP = 512
 TOOL_CALL_OPEN = "<tool_call>"
-
-
-def parse_spec(spec: str) -> tuple[str, str | None]:
-    """``BASE`` or ``BASE@ADAPTER_DIR`` -> ``(base, adapter or None)``."""
-    base, sep, adapter = spec.partition("@")
-    if not base or (sep and not adapter):
-        raise UserError(f"model spec {spec!r}: expected MODEL or MODEL@ADAPTER_DIR")
-    return base, adapter or None
-
-
-def check_spec(spec: str) -> tuple[str, str | None]:
-    """Parse ``spec`` and check that what it names exists locally (or is a Hugging Face id)."""
-    base, adapter = parse_spec(spec)
-    p = Path(base)
-    if p.exists():
-        if not (p / "config.json").is_file():
-            raise UserError(f"model {base}: not a model folder (no config.json)")
-    elif not _looks_like_hf_id(base):
-        raise UserError(f"model {base}: no such folder (and not a Hugging Face id ORG/NAME)")
-    if adapter is not None:
-        a = Path(adapter)
-        if not (a / "adapters.safetensors").is_file() or not (a / "adapter_config.json").is_file():
-            raise UserError(
-                f"adapter {adapter}: no adapters.safetensors + adapter_config.json there "
-                "(train one with `mlx-tune train`)"
-            )
-    return base, adapter
-
-
-# Folders of the project layout: a path under one of them is local, never a Hugging Face id.
-LOCAL_DIRS = ("models", "adapters", "data", "benchmarks")
-
-
-def _looks_like_hf_id(name: str) -> bool:
-    m = re.fullmatch(r"([A-Za-z0-9][\w.-]*)/[\w.-]+", name)
-    return bool(m) and m.group(1) not in LOCAL_DIRS and not Path(m.group(1)).is_dir()
-
-
-def load_model(spec: str):
-    """Load ``spec`` (see :func:`parse_spec`) with mlx-lm; weights are materialised.
-    Returns ``(model, tokenizer)``; a problem becomes a ``UserError`` naming the spec."""
-    import mlx_lm
-
-    base, adapter = check_spec(spec)
-    try:
-        model, tokenizer = mlx_lm.load(base, adapter_path=adapter)
-    except Exception as e:  # mlx-lm raises ValueError, FileNotFoundError, hub errors, ...
-        what = f"adapter {adapter} on {base}" if adapter else f"model {base}"
-        if not Path(base).exists():
-            what = f"model {base}: no such folder; as a Hugging Face id it"
-            raise UserError(f"{what} could not be fetched (no network?): {type(e).__name__}") from None
-        raise UserError(f"{what}: could not load: {type(e).__name__}: {_first_line(e)}") from None
-    mx.eval(model.parameters())
-    return model, tokenizer
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return " ".join(text.splitlines()[:3])[:400]
 
 
 def render_messages(tokenizer, messages: Sequence[dict], tools: list | None = None) -> list[int]:

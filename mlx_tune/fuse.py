@@ -16,7 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from mlx_tune import UserError, fileio, model_card
+from mlx_tune import UserError, fileio, layout, model_card, model_spec
 
 DEFAULT_MAX_TOKENS = 24
 
@@ -41,8 +41,8 @@ def resolve(
 ) -> tuple[str, Path, Path, dict]:
     problems = []
     if phase is not None:
-        adapter_path = adapter_path or f"adapters/phase{phase}"
-        save_path = save_path or f"models/phase{phase}-fused-{bits}bit"
+        adapter_path = adapter_path or str(layout.adapter_dir(phase))
+        save_path = save_path or str(layout.fused_model_dir(phase, bits=bits))
     if not adapter_path:
         problems.append("--adapter-path: required (or --phase N)")
     if not save_path:
@@ -50,12 +50,9 @@ def resolve(
     if problems:
         raise UserError("; ".join(problems))
     adapter = Path(adapter_path)
-    if adapter.exists() and not adapter.is_dir():
-        raise UserError(f"--adapter-path: {adapter} is a file; give the folder holding adapters.safetensors")
+    train_hint = "mlx-tune train" if phase is None else f"mlx-tune train --phase {phase}"
+    model_spec.check_adapter(adapter_path, "--adapter-path", train_hint)
     cfg_file = adapter / "adapter_config.json"
-    if not (adapter / "adapters.safetensors").is_file() or not cfg_file.is_file():
-        hint = f" (run `mlx-tune train --phase {phase}` first)" if phase is not None else ""
-        raise UserError(f"--adapter-path: {adapter} has no adapters.safetensors + adapter_config.json{hint}")
     try:
         cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
@@ -73,8 +70,7 @@ def resolve(
     model = model or cfg.get("model")
     if not model or not isinstance(model, str):
         raise UserError(f"--model: required ({cfg_file} does not name its base model)")
-    if not Path(model).exists() and (model.count("/") != 1 or model.startswith((".", "/"))):
-        raise UserError(f"--model: {model} does not exist")
+    model_spec.check_base(model, "--model")
     out = Path(save_path)
     check_save_path(
         out,
@@ -157,7 +153,6 @@ def fuse(
     ``other``)."""
     import mlx.core as mx
     from mlx.utils import tree_unflatten
-    from mlx_lm import load
     from mlx_lm.utils import dequantize_model, quantize_model, save
 
     if bits not in (4, 8, 16):
@@ -170,17 +165,8 @@ def fuse(
     t0 = time.perf_counter()
 
     def load_with_adapter():
-        try:
-            return load(base, adapter_path=str(adapter), return_config=True)
-        except (ValueError, KeyError) as e:
-            first = str(e).strip().splitlines()
-            raise UserError(
-                f"--adapter-path: {adapter} does not match the base {base}: {first[0] if first else e}"
-            ) from None
-        except Exception as e:
-            raise UserError(
-                f"--model: could not load {base}: {str(e).splitlines()[0] if str(e) else e}"
-            ) from None
+        spec = model_spec.ModelSpec(base, str(adapter))
+        return model_spec.load_model(spec, labels=("--model", "--adapter-path"), return_config=True)
 
     fused, tokenizer, config = load_with_adapter()
     base_bits = (config.get("quantization") or {}).get("bits")
@@ -205,7 +191,7 @@ def fuse(
         samples = []
         if records:
             ref_model, ref_tok, _ = load_with_adapter()
-            check_model, check_tok = load(str(tmp))
+            check_model, check_tok = model_spec.load_model(str(tmp), labels=("the fused model", "adapter"))
             prompts = [_prompt_ids(ref_tok, r) for r in records]
             want = _greedy(ref_model, ref_tok, prompts, max_tokens)
             got = _greedy(check_model, check_tok, prompts, max_tokens)

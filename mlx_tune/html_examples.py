@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from mlx_tune import UserError, fileio, records, tools
+from mlx_tune import UserError, fileio, layout, records, tools
 
 GENERATOR = "html-examples/2"
 STYLES = ("trajectory", "call-only")
@@ -242,8 +242,8 @@ def build_examples(
 
 
 def generate_html_examples(
-    out: Path | str = "data/html_examples/training_examples.jsonl",
-    html_dir: Path | str = "data/html",
+    out: Path | str = layout.HTML_EXAMPLES,
+    html_dir: Path | str = layout.HTML_DIR,
     n_grep: int = 9,
     n_read: int = 5,
     n_direct: int = 16,

@@ -37,7 +37,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from mlx_tune import UserError, fileio, records
+from mlx_tune import UserError, fileio, layout, records
 from mlx_tune.datacheck import Located, count_records, load_checked, problems_error
 from mlx_tune.phases import DEFAULT_PHASES_DIR, DEFAULT_UNSEEN_TEMPLATES, load_phase, producer_hint
 
@@ -339,11 +339,11 @@ def merge_files(
 
 
 def merge_phase(
-    phase: int | str | Path, out: Path | str | None = None, phases_dir: Path | str = DEFAULT_PHASES_DIR
+    phase: int | str | Path, out: Path | str | None = None, phases_dir: Path | str | None = DEFAULT_PHASES_DIR
 ) -> dict[str, Any]:
     """Merge the inputs of a phase config into ``out`` (default ``data/phaseN``)."""
     cfg = load_phase(phase, phases_dir, check_inputs=True)
-    out = Path(out) if out is not None else Path("data") / f"phase{cfg.number}"
+    out = Path(out) if out is not None else layout.phase_data_dir(cfg.number)
     return merge_files(
         cfg.inputs,
         out,

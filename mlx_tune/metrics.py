@@ -43,13 +43,13 @@ from typing import Any
 
 import numpy as np
 
-from mlx_tune import call_check, records
+from mlx_tune import call_check, layout, records
 from mlx_tune.intervals import bootstrap, mean_interval, wilson
 from mlx_tune.tools import CALL_TIMEOUT_S, Sandbox
 
 PREDICTED_CATEGORIES = ("grep", "read", "direct", "invalid")
-DEFAULT_REPOS_DIR = Path("data/repos")
-DEFAULT_HTML_DIR = Path("data/html")
+DEFAULT_REPOS_DIR = layout.REPOS_DIR
+DEFAULT_HTML_DIR = layout.HTML_DIR
 ACCURACY_KEYS = (
     "balanced_discrimination",
     "macro_f1",

@@ -1,4 +1,5 @@
-"""Phase configs: ``data/phases/phaseN.yaml`` (see DESIGN.md, "Phases").
+"""Phase configs: ``phaseN.yaml``, shipped in ``mlx_tune/configs/phases/`` (package data, so
+``--phase 7`` works from any directory), or a user's own file or folder (see DESIGN.md, "Phases").
 
 Schema (every key but ``phase`` is optional)::
 
@@ -11,7 +12,9 @@ Schema (every key but ``phase`` is optional)::
                               # for test only, default 0.15)
     train: {...}              # free-form for ``mlx-tune train``; deep-merged over the parent's train
 
-Input paths are resolved against the current directory (the project root) unless absolute.
+Input paths are resolved against the current directory (the project root) unless absolute. A
+config that extends a phase its own folder lacks extends the shipped one (a user's ``phase8.yaml``
+may say ``extends: 7``).
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ from typing import Any
 
 import yaml
 
-from mlx_tune import UserError
+from mlx_tune import UserError, layout
 
-DEFAULT_PHASES_DIR = "data/phases"
+DEFAULT_PHASES_DIR = layout.PHASES_DIR
 DEFAULT_SPLIT = {"valid": 0.1, "test": 0.0, "seed": 0}
 DEFAULT_UNSEEN_TEMPLATES = 0.15  # split.unseen_templates when no phase sets it
 KNOWN_KEYS = ("phase", "extends", "inputs", "split", "train")
@@ -64,29 +67,30 @@ def producer_hint(path: Path | str) -> str:
     return "create it or remove it from inputs"
 
 
-def available_phases(phases_dir: str | Path = DEFAULT_PHASES_DIR) -> list[int]:
+def available_phases(phases_dir: str | Path | None = DEFAULT_PHASES_DIR) -> list[int]:
+    """The phase numbers with a ``phaseN.yaml`` in ``phases_dir`` (the shipped configs by default)."""
     out = []
-    for p in Path(phases_dir).glob("phase*.yaml"):
+    for p in Path(phases_dir or DEFAULT_PHASES_DIR).glob("phase*.yaml"):
         m = re.fullmatch(r"phase(\d+)\.yaml", p.name)
         if m:
             out.append(int(m.group(1)))
     return sorted(out)
 
 
-def phase_path(phase: int | str | Path, phases_dir: str | Path = DEFAULT_PHASES_DIR) -> Path:
+def phase_path(phase: int | str | Path, phases_dir: str | Path | None = DEFAULT_PHASES_DIR) -> Path:
     """The YAML file for ``phase``: a number (``6``, ``"6"``, ``"phase6"``) or a path to a file."""
     if isinstance(phase, int) and not isinstance(phase, bool):
-        return Path(phases_dir) / f"phase{phase}.yaml"
+        return layout.phase_config_path(phase, phases_dir)
     text = str(phase)
     m = re.fullmatch(r"(?:phase)?(\d+)", text)
     if m:
-        return Path(phases_dir) / f"phase{int(m.group(1))}.yaml"
+        return layout.phase_config_path(int(m.group(1)), phases_dir)
     return Path(text)
 
 
 def load_phase(
     phase: int | str | Path,
-    phases_dir: str | Path = DEFAULT_PHASES_DIR,
+    phases_dir: str | Path | None = DEFAULT_PHASES_DIR,
     check_inputs: bool = False,
 ) -> Phase:
     """Load and validate a phase config with everything it inherits.
@@ -160,6 +164,8 @@ def _load(path: Path, problems: list[str], seen: list[Path]) -> Phase | None:
             problems.append(f"{path}: extends: expected a phase number, got {extends!r}")
         else:
             parent_path = path.parent / f"phase{extends}.yaml"
+            if not parent_path.is_file() and layout.phase_config_path(extends).is_file():
+                parent_path = layout.phase_config_path(extends)
             if not parent_path.is_file():
                 have = ", ".join(str(n) for n in available_phases(path.parent)) or "none"
                 problems.append(

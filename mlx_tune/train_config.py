@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
-from mlx_tune import UserError, interchange
+from mlx_tune import UserError, interchange, layout
 
-PRESETS_DIR = Path("data/phases/presets")
+PRESETS_DIR = layout.PRESETS_DIR
 FINE_TUNE_TYPES = ("lora", "dora", "full")
 SCHEDULES = ("cosine", "constant")
 LONG_SEQUENCES = ("drop", "truncate")
@@ -130,14 +130,15 @@ def builtin_preset(name: str) -> dict | None:
 
 
 def load_preset(name: str, presets_dir: str | Path = PRESETS_DIR) -> dict:
-    """A preset's settings: ``presets_dir/NAME.yaml``, or the built-in ``tiny`` preset."""
-    path = Path(presets_dir) / f"{name}.yaml"
+    """A preset's settings: a shipped name (``mlx_tune/configs/presets/NAME.yaml``, read from any
+    directory) or the path of the user's own YAML file (:func:`mlx_tune.layout.preset_path`)."""
+    path = layout.preset_path(name, presets_dir)
     if path.is_file():
         return _read_yaml(path)
     builtin = builtin_preset(name)
     if builtin is not None:
         return builtin
-    have = sorted({p.stem for p in Path(presets_dir).glob("*.yaml")} | {"tiny"})
+    have = layout.preset_names(presets_dir)
     raise UserError(f"--preset: unknown preset {name!r} (have: {', '.join(have)})")
 
 
@@ -161,7 +162,7 @@ def resolve_settings(
     preset: str | None = None,
     config: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
-    phases_dir: str | Path = "data/phases",
+    phases_dir: str | Path = layout.PHASES_DIR,
     notes: list[str] | None = None,
 ) -> TrainSettings:
     """Merge defaults, preset, phase ``train:`` section, config file and overrides, then validate
@@ -177,11 +178,14 @@ def resolve_settings(
         phase_train = dict(ph.train)
     preset = preset or phase_train.get("preset")
     if preset:
-        layers.append((f"preset {preset}", load_preset(preset, Path(phases_dir) / "presets")))
+        layers.append((f"preset {preset}", load_preset(preset)))
     if phase is not None:
-        layers.append((f"{Path(phases_dir) / f'phase{phase}.yaml'}: train", phase_train))
+        layers.append((f"{ph.path}: train", phase_train))
         layers.append(
-            ("phase defaults", {"data": f"data/phase{phase}", "adapter_path": f"adapters/phase{phase}"})
+            (
+                "phase defaults",
+                {"data": str(layout.phase_data_dir(phase)), "adapter_path": str(layout.adapter_dir(phase))},
+            )
         )
     if config:
         layers.append((str(config), _read_yaml(Path(config))))

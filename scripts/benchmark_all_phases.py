@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Benchmark the seed plan's models side by side: the base, phase 5 (adapter), phase 5 fused to
-8 bits, phase 6 and phase 7 (adapters), on one held-out query set.
+"""Benchmark the project's models side by side on one held-out query set: the base, the phase
+5, 6 and 7 adapters, phases 5 and 7 fused to 8 bits, and the QLoRA adapter and its fused model
+when adapters/phase5-qlora exists (the list `mlx-tune demo` benchmarks, bench.project_models).
 
 Writes benchmarks/all_phases/ (results.json, results.md, bench.log, predictions/, chart.png with
 the `plot` extra) and benchmarks/benchmark_all_phases.log (the table and where the results are).
@@ -9,7 +10,7 @@ A model that is missing or fails to load is listed with its error; the others ar
     python scripts/benchmark_all_phases.py [--model BASE] [--queries FILE] [--repeats 3]
         [--max-tokens 256] [--batch-size 16] [--limit N] [--out benchmarks/all_phases]
 
---model defaults to the base named in data/phases/*.yaml (train.model); each adapter runs on the
+--model defaults to the base named in the phase configs (train.model); each adapter runs on the
 base its adapter_config.json names, else on --model.
 """
 
@@ -22,38 +23,27 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mlx_tune import UserError, bench  # noqa: E402
+from mlx_tune import UserError, bench, layout  # noqa: E402
 from mlx_tune.fileio import write_text  # noqa: E402
 
-LOG = Path("benchmarks/benchmark_all_phases.log")
-
-
-def seed_plan(base: str) -> dict[str, str]:
-    models = {"base": base}
-    for name in ("phase5", "phase5-fused-8bit", "phase6", "phase7"):
-        if name.endswith("fused-8bit"):
-            models[name] = f"models/{name}"
-        else:
-            adapter = Path("adapters") / name
-            models[name] = f"{bench.adapter_base_model(adapter) or base}@{adapter}"
-    return models
+LOG = layout.BENCHMARKS_DIR / "benchmark_all_phases.log"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", help="base model (folder or HF id); default: from data/phases/*.yaml")
-    ap.add_argument("--queries", type=Path, help="held-out records; default: data/phase7/test.jsonl")
+    ap.add_argument("--model", help="base model (folder or HF id); default: from the phase configs")
+    ap.add_argument("--queries", type=Path, help=f"held-out records; default: {layout.query_file()}")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=bench.DEFAULT_MAX_TOKENS)
     ap.add_argument("--batch-size", type=int, default=bench.DEFAULT_BATCH_SIZE)
     ap.add_argument("--limit", type=int)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/all_phases"))
+    ap.add_argument("--out", type=Path, default=layout.BENCHMARKS_DIR / "all_phases")
     args = ap.parse_args(argv)
     try:
-        base = args.model or bench.phase_base_model(Path("."))
+        base = args.model or bench.phase_base_model()
         if not base:
-            raise UserError("no base model: pass --model or set train.model in data/phases/*.yaml")
-        models = seed_plan(base)
+            raise UserError("no base model: pass --model or set train.model in a phase config")
+        models = bench.project_models(base)
         queries = args.queries or bench.default_queries()
         results = bench.run_benchmark(
             models,

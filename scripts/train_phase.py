@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Train one phase's adapter (a thin wrapper over `mlx-tune train --phase N`).
 
-    python scripts/train_phase.py 7                  # data/phases/phase7.yaml -> adapters/phase7/
+    python scripts/train_phase.py 7                  # mlx_tune/configs/phases/phase7.yaml -> adapters/phase7/
     python scripts/train_phase.py 7 --iters 50 --resume
 
 Any `mlx-tune train` option can follow the phase number.

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import make_records
 
-from mlx_tune import agent, evaluate, records, tools
+from mlx_tune import agent, model_spec, records, tools
 
 ALPHA = '"""Alpha things."""\n\n\nclass Alpha:\n    """Holds the alpha value."""\n\n    value = 1\n'
 BETA = "def beta(x):\n    return x + 1\n"
@@ -138,7 +138,7 @@ def test_a_call_that_runs_over_its_time_limit_is_a_tool_error(repo):
 
 @pytest.fixture(scope="module")
 def loaded(tiny_model):
-    return evaluate.load_model(str(tiny_model))
+    return model_spec.load_model(str(tiny_model))
 
 
 def scripted_first_round(generator):

@@ -119,8 +119,10 @@ def test_run_benchmark_writes_results(setup):
     weights = mx.load(str(good / "adapters.safetensors"))
     assert lora["trainable_params"] == sum(w.size for w in weights.values()) > 0
     assert lora["size_bytes"] == by_name["base"]["size_bytes"] + lora["adapter_bytes"]
-    assert "could not load" in by_name["mismatch"]["error"] and str(bad) in by_name["mismatch"]["error"]
-    assert "no such folder" in by_name["missing"]["error"]
+    assert (
+        "does not match the base" in by_name["mismatch"]["error"] and str(bad) in by_name["mismatch"]["error"]
+    )
+    assert "does not exist" in by_name["missing"]["error"]
     for name in ("never-call", "always-grep"):
         assert by_name[name]["accuracy"]["balanced_discrimination"] == 0.5
         assert by_name[name]["generation_tps"] is None
@@ -191,9 +193,9 @@ def test_cli_same_accuracy_twice_and_errors(setup):
 
 
 def test_defaults_find_what_exists(tmp_path):
-    (tmp_path / "data/phases").mkdir(parents=True)
-    (tmp_path / "data/phases/phase5.yaml").write_text("phase: 5\ntrain: {model: org/base-5}\n")
-    (tmp_path / "data/phases/phase7.yaml").write_text("phase: 7\nextends: 5\ntrain: {model: org/base-7}\n")
+    (tmp_path / "ph").mkdir(parents=True)
+    (tmp_path / "ph/phase5.yaml").write_text("phase: 5\ninputs: [a.jsonl]\ntrain: {model: org/base-5}\n")
+    (tmp_path / "ph/phase7.yaml").write_text("phase: 7\nextends: 5\ntrain: {model: org/base-7}\n")
     for n, cfg in ((5, {"model": "org/base-5"}), (7, {})):
         d = tmp_path / f"adapters/phase{n}"
         d.mkdir(parents=True)
@@ -202,7 +204,7 @@ def test_defaults_find_what_exists(tmp_path):
     (tmp_path / "adapters/phase6").mkdir()  # no weights: skipped
     (tmp_path / "models/phase5-fused-8bit").mkdir(parents=True)
     (tmp_path / "models/phase5-fused-8bit/config.json").write_text("{}")
-    assert bench.default_models(tmp_path) == {
+    assert bench.default_models(tmp_path, tmp_path / "ph") == {
         "base": "org/base-7",
         "phase5": "org/base-5@adapters/phase5",
         "phase7": "org/base-7@adapters/phase7",
@@ -211,7 +213,7 @@ def test_defaults_find_what_exists(tmp_path):
     with pytest.raises(UserError, match="test.jsonl not found"):
         bench.default_queries(tmp_path)
     for n in (5, 6):
-        (tmp_path / f"data/phase{n}").mkdir()
+        (tmp_path / f"data/phase{n}").mkdir(parents=True)
         (tmp_path / f"data/phase{n}/test.jsonl").write_text("")
     assert bench.default_queries(tmp_path) == tmp_path / "data/phase6/test.jsonl"
     assert bench.parse_model_options(["a=x@y", "models/m"]) == {"a": "x@y", "m": "models/m"}

@@ -9,12 +9,12 @@ import mlx.nn as nn
 import pytest
 from conftest import make_records
 
-from mlx_tune import UserError, evaluate
+from mlx_tune import evaluate, model_spec
 
 
 @pytest.fixture(scope="module")
 def loaded(tiny_model):
-    return evaluate.load_model(str(tiny_model))
+    return model_spec.load_model(str(tiny_model))
 
 
 def test_common_prefix():
@@ -45,7 +45,7 @@ def emitting(tiny_model, queries, token: str):
 
     from mlx_lm.generate import generate_step
 
-    model, tokenizer = evaluate.load_model(str(tiny_model))
+    model, tokenizer = model_spec.load_model(str(tiny_model))
     eos, closer = evaluate._stop_tokens(tokenizer)
     target = tokenizer.convert_tokens_to_ids(token)
     emitted = Counter()
@@ -142,15 +142,6 @@ def test_prompts_end_before_the_first_assistant_turn(loaded):
         assert "<tool_response>" not in text and records.answer_of(r)["content"] not in text
         assert text.count("Thing") == 1  # in the question only, not in a call or its output
         assert ids == evaluate.render_messages(tokenizer, records.prompt_messages(r), r.get("tools"))
-
-
-def test_bad_specs_name_what_is_wrong(tiny_model, tmp_path):
-    with pytest.raises(UserError, match="no such folder"):
-        evaluate.load_model(str(tmp_path / "missing"))
-    with pytest.raises(UserError, match="adapters.safetensors"):
-        evaluate.load_model(f"{tiny_model}@{tmp_path}")
-    with pytest.raises(UserError, match="expected MODEL or MODEL@ADAPTER_DIR"):
-        evaluate.parse_spec("model@")
 
 
 def test_eval_speed_script(tiny_model, tmp_path, capsys):

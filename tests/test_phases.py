@@ -3,11 +3,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mlx_tune import UserError
+from mlx_tune import UserError, layout
 from mlx_tune.cli import main
 from mlx_tune.phases import available_phases, deep_merge, load_phase
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def write(p: Path, text: str) -> Path:
@@ -17,8 +15,8 @@ def write(p: Path, text: str) -> Path:
 
 
 def test_shipped_phases_chain():
-    d = REPO / "data/phases"
-    assert available_phases(d) == [5, 6, 7]
+    d = layout.PHASES_DIR
+    assert available_phases() == available_phases(d) == [5, 6, 7]
     p5, p6, p7 = (load_phase(n, d) for n in (5, 6, 7))
     assert [x.as_posix() for x in p5.inputs] == ["data/domain_examples/training_examples.jsonl"]
     assert p6.inputs == [*p5.inputs, Path("data/repos_examples/training_examples.jsonl")]
