@@ -24,7 +24,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from mlx_tune import UserError, fileio, tiny_corpus, tiny_pretrain
 
@@ -118,46 +117,9 @@ DEFAULT_SIZE: dict[str, int] = {
     "max_corpus_chars": 4_000_000,
 }
 
-# Pretraining is off by default: on this project's 2-core CPU it ran at ~9 s/step (batch 8 x 256
-# tokens, under load), far over the demo's budget, and LoRA on the random base did not learn with
-# or without it in the time there was to try (see TINY_TRAIN_PRESET).
-DEFAULT_PRETRAIN_STEPS = 0
-
-# Training settings of the ``tiny`` preset (mlx_tune.train reads it: ``--preset tiny``).
-# LoRA on the random tiny base did not learn (rank 32 and 64, all seven linear layers, lr 5e-3..1e-2:
-# train loss stayed ~7.5 of ln(vocab) 8.3), so the tiny preset fine-tunes the whole model,
-# embeddings included (``train_embeddings``: a random base's embeddings are noise); LoRA stays the
-# default for real models. ``long_sequences: truncate`` keeps the prompt and the first answer tokens
-# of long direct answers, which is what the tool-or-direct decision needs. Measured on the demo's
-# phase 7 (661 train / 52 valid / 105 test records, tools format, 300 iterations, batch 8):
-#   layers only, lr 7e-3:             val loss 8.76 -> 4.63, teacher-forced tool-call tokens ~65% right
-#   + embeddings, lr 7e-3:            val loss 3.18
-#   + embeddings, lr 1e-2, 900 iters: val loss 3.45 (too high a rate: worse with more steps)
-#   + embeddings, lr 2e-3 (this):     val loss 2.62, tool-call tokens 82% right
-#   hidden 128 instead of 64:         val loss 2.83 (no better)
-# In all of them the tool-or-direct decision itself is barely learned (the chance that the first
-# answer token is <tool_call> ranks tool queries above direct ones with AUC 0.34-0.73): the trained
-# tiny model calls a tool for nearly every query, which is right for the ~80% that need one.
-# ``epochs`` rather than ``iters`` keeps the small phase 5 short. With data v2's trajectories (tool
-# output and a final answer: p50 ~680, p90 ~1,160 tokens with the tiny tokenizer) 3 epochs at 1,024
-# tokens measured ~2.3 s/iteration here (OpenBLAS, batch 8), ~17 min for the three phases; 2 epochs at
-# 768 tokens keeps the demo inside its budget. Truncation keeps the prompt, the first call and the
-# start of the tool output, which is what the decision and the call need.
-TINY_TRAIN_PRESET: dict[str, Any] = {
-    "fine_tune_type": "full",
-    "train_embeddings": True,
-    "num_layers": -1,
-    "learning_rate": 2e-3,
-    "lr_schedule": "cosine",
-    "warmup": 10,
-    "min_learning_rate": 2e-4,
-    "optimizer": "adam",
-    "epochs": 2,
-    "batch_size": 8,
-    "max_seq_length": 768,
-    "long_sequences": "truncate",
-    "mask_prompt": True,
-}
+# Pretraining steps of the instruct base (batch 8 x 256 tokens on local code, docstrings and plain
+# chat turns; see mlx_tune.tiny_pretrain and the measurements in configs/presets/tiny.yaml).
+DEFAULT_PRETRAIN_STEPS = 300
 
 
 # ---------------------------------------------------------------- chat rendering

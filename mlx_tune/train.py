@@ -52,7 +52,6 @@ from mlx_tune.train_config import (  # noqa: F401
     SHARED_PREFIX,
     TrainSettings,
     _joined,
-    builtin_preset,
     load_preset,
     resolve_settings,
     validate_settings,

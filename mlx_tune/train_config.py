@@ -119,25 +119,12 @@ FIELDS = {f.name: f for f in dataclasses.fields(TrainSettings)}
 # ---------------------------------------------------------------- settings
 
 
-def builtin_preset(name: str) -> dict | None:
-    if name == "tiny":
-        try:
-            from mlx_tune.tiny import TINY_TRAIN_PRESET
-        except ImportError:
-            return None
-        return dict(TINY_TRAIN_PRESET)
-    return None
-
-
 def load_preset(name: str, presets_dir: str | Path = PRESETS_DIR) -> dict:
     """A preset's settings: a shipped name (``mlx_tune/configs/presets/NAME.yaml``, read from any
     directory) or the path of the user's own YAML file (:func:`mlx_tune.layout.preset_path`)."""
     path = layout.preset_path(name, presets_dir)
     if path.is_file():
         return _read_yaml(path)
-    builtin = builtin_preset(name)
-    if builtin is not None:
-        return builtin
     have = layout.preset_names(presets_dir)
     raise UserError(f"--preset: unknown preset {name!r} (have: {', '.join(have)})")
 

@@ -1,4 +1,3 @@
-
 import pytest
 
 from mlx_tune import records

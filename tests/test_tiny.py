@@ -12,11 +12,11 @@ from mlx_tune import UserError, fileio, records
 from mlx_tune.cli import main
 from mlx_tune.tiny import (
     CHAT_TEMPLATE,
-    TINY_TRAIN_PRESET,
     build_tiny_model,
     count_parameters,
     render_chat,
 )
+from mlx_tune.train_config import load_preset
 
 FILES = (
     "config.json",
@@ -208,7 +208,20 @@ def test_cli_build(tmp_path):
     out = tmp_path / "cli-model"
     result = CliRunner().invoke(
         main,
-        ["tiny", "build", "--out", str(out), "--vocab-size", "400", "--hidden-size", "64", "--layers", "1"],
+        [
+            "tiny",
+            "build",
+            "--out",
+            str(out),
+            "--pretrain-steps",
+            "0",
+            "--vocab-size",
+            "400",
+            "--hidden-size",
+            "64",
+            "--layers",
+            "1",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert f"wrote {out}" in result.output
@@ -223,6 +236,6 @@ def test_train_preset_resolves_and_validates():
 
     where = {"model": "m", "data": "d"}
     s = resolve_settings(preset="tiny", overrides=where)  # raises on any invalid setting
-    assert (s.fine_tune_type, s.epochs, s.iters) == ("full", TINY_TRAIN_PRESET["epochs"], None)
+    assert (s.fine_tune_type, s.epochs, s.iters) == ("full", load_preset("tiny")["epochs"], None)
     assert resolve_settings(preset="tiny", overrides=where | {"iters": 20}).iters == 20
     assert "<tool_call>" in CHAT_TEMPLATE and "tool_call.name" in CHAT_TEMPLATE
