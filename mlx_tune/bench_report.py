@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from mlx_tune import UserError
-from mlx_tune.fileio import atomic_path, value_problem, write_text
+from mlx_tune.bench_chart import CHART_KEYS, plot_results  # noqa: F401  (public here too)
+from mlx_tune.bench_chart import row_label as _label
+from mlx_tune.fileio import value_problem, write_text
 from mlx_tune.metrics import ACCURACY_KEYS, PREDICTED_CATEGORIES  # noqa: F401  (ACCURACY_KEYS: public here too)
 
 # Accuracy table columns: (header, key); rouge_l is a mean F1, shown as a decimal.
@@ -34,14 +36,6 @@ _ACC_COLUMNS = (
     ("rouge-L", "rouge_l"),
     ("discrim", "discrimination"),
     ("category", "category"),
-)
-CHART_KEYS = (
-    "balanced_discrimination",
-    "macro_f1",
-    "call_match",
-    "executable",
-    "trajectory_success",
-    "rouge_l",
 )
 
 log = logging.getLogger("mlx_tune.bench")
@@ -83,10 +77,6 @@ def figure(value: float | None, interval: list[float] | None, key: str = "") -> 
         return f"{value:.2f}{ci}"
     ci = f" [{100 * interval[0]:.0f}-{100 * interval[1]:.0f}]" if interval else ""
     return f"{100 * value:.0f}%{ci}"
-
-
-def _label(m: dict) -> str:
-    return f"{m['name']} (baseline)" if m.get("kind") == "baseline" else m["name"]
 
 
 def _acc_rows(entries: list[dict]) -> list[list[str]]:
@@ -234,73 +224,6 @@ def format_markdown(results: dict) -> str:
 def _ordered(keys, order) -> list[str]:
     """``keys`` in ``order`` first, then any others sorted (results.json stores keys sorted)."""
     return [k for k in order if k in keys] + sorted(k for k in keys if k not in order)
-
-
-def plot_results(results: dict, path: Path) -> bool:
-    """Draw ``chart.png``: accuracy with 95% error bars (models in colour, baselines grey, ``n/a``
-    as an empty hatched marker) and generation speed; ``False`` when there is nothing to draw."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    entries = [m for m in results.get("models", []) if not m.get("error")]
-    if not entries:
-        return False
-    keys = [
-        k
-        for k in CHART_KEYS
-        if k != "trajectory_success" or any((m.get("accuracy") or {}).get(k) is not None for m in entries)
-    ]
-    speeds = [
-        m for m in entries if m.get("kind") != "baseline" and _number(m.get("generation_tps"), finite=True)
-    ]
-    wide = 6 + 0.9 * len(keys) * max(1, len(entries)) / 3
-    if speeds:
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(wide + 2, 5.2), width_ratios=[3, 1])
-    else:
-        fig, ax1 = plt.subplots(figsize=(wide, 5.2))
-    width = 0.8 / len(entries)
-    colours = plt.get_cmap("tab10")
-    greys = ["0.55", "0.7", "0.82", "0.45", "0.9"]
-    n_model = n_base = 0
-    for j, m in enumerate(entries):
-        if m.get("kind") == "baseline":
-            colour, hatch = greys[n_base % len(greys)], "..."
-            n_base += 1
-        else:
-            colour, hatch = colours(n_model % 10), None
-            n_model += 1
-        acc, ci = m.get("accuracy") or {}, m.get("ci") or {}
-        label = _label(m)
-        for i, key in enumerate(keys):
-            x = i + (j - (len(entries) - 1) / 2) * width
-            value = acc.get(key)
-            if value is None:  # not applicable: an empty hatched marker, never a zero bar
-                ax1.bar(x, 0.04, width, facecolor="none", edgecolor="0.4", hatch="///", linewidth=0.6)
-                ax1.text(x, 0.05, "n/a", ha="center", va="bottom", fontsize=6, rotation=90)
-                continue
-            err = None
-            if ci.get(key):
-                low, high = ci[key]
-                err = [[max(0.0, value - low)], [max(0.0, high - value)]]
-            ax1.bar(x, value, width, color=colour, hatch=hatch, edgecolor="0.3" if hatch else None,
-                    label=label, yerr=err, capsize=2, error_kw={"linewidth": 0.8})  # fmt: skip
-            label = None
-    ax1.set_xticks(range(len(keys)), [k.replace("_", "\n") for k in keys], fontsize=8)
-    ax1.set_ylim(0, 1.05)
-    ax1.set_title("accuracy (bars: 95% intervals; grey: baselines)")
-    ax1.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=min(4, len(entries)))
-    if speeds:
-        ax2.bar([m["name"] for m in speeds], [m["generation_tps"] for m in speeds],
-                color=[colours(i % 10) for i in range(len(speeds))])  # fmt: skip
-        ax2.set_title("generation tokens/s")
-        ax2.tick_params(axis="x", rotation=30, labelsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return True
 
 
 def load_results(out_dir: str | Path) -> dict:

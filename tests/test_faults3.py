@@ -85,6 +85,19 @@ def test_a_full_results_file_renders_every_section(tmp_path):
     assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.parametrize("name", ["a$\\foo$b", "$x^{$", "cost $5", "a\\$b"])
+def test_a_name_that_looks_like_math_text_is_drawn_as_it_is(tmp_path, name):
+    """matplotlib reads ``$...$`` in a label as math text; an unknown symbol there failed the chart
+    (and with it the end of a whole benchmark run)."""
+    results = full_results()
+    results["models"][0]["name"] = name
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    r = CliRunner().invoke(bench.command, ["report", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
+    assert f"| {name} |" in (tmp_path / "results.md").read_text()
+
+
 # (where in the file, the value put there, the message naming it)
 HOSTILE_FIELDS = [
     (["settings"], 5, "settings: expected an object or null, got 5"),
