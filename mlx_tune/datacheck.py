@@ -11,6 +11,7 @@ names given away in questions, tool/direct balance per split).
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,10 +112,11 @@ def problems_error(problems: list[str], what: str = "") -> UserError:
 def load_tokenizer(model: str | Path):
     """A Hugging Face tokenizer from a local model or tokenizer folder, or from a Hub id
     (``owner/name``) already in the local cache; nothing is downloaded. A spec that exists here, or
-    looks like a path (starts with ``.``, ``/`` or ``~``, or has more than one ``/``), is a folder."""
+    is not of the form ``owner/name`` (it starts with ``.``, ``/`` or ``~``, has no ``/`` or more
+    than one, or characters a Hub id cannot have), is a folder."""
     spec = str(model)
     folder = Path(spec).expanduser()
-    hub_id = not folder.exists() and spec.count("/") == 1 and not spec.startswith((".", "/", "~"))
+    hub_id = not folder.exists() and re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", spec) is not None
     if not hub_id and not folder.is_dir():
         what = "not a folder" if folder.exists() else "no such folder"
         raise UserError(

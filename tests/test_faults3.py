@@ -5,6 +5,7 @@ never stops a model card; a missing local model is reported as missing, not as a
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -145,6 +146,35 @@ def test_report_of_a_hostile_field_is_one_line_naming_it(tmp_path, where, value,
     line = one_line_error(CliRunner().invoke(bench.command, ["report", str(tmp_path)]))
     assert line == f"Error: {tmp_path / 'results.json'}: {message}"
     assert not (tmp_path / "results.md").exists() and not (tmp_path / "chart.png").exists()
+
+
+def _paths(value, path=()):
+    """The path of every part of a JSON value (its keys and list indexes), depth first."""
+    if path:
+        yield path
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, part in items:
+        yield from _paths(part, (*path, key))
+
+
+def test_any_one_field_of_any_type_is_a_problem_or_renders():
+    """The variants the list above does not name: every part of the file replaced by a value of
+    each JSON type is either a located problem or renders without an exception."""
+    base = full_results()
+    checked = rendered = 0
+    for path in _paths(base):
+        for value in (5, "x", None, True, float("inf"), {"a": 1}, ["a"], [[]]):
+            results = copy.deepcopy(base)
+            parent = results
+            for key in path[:-1]:
+                parent = parent[key]
+            parent[path[-1]] = value
+            checked += 1
+            if not bench_report.results_problems(results):
+                bench_report.format_markdown(results)
+                bench_report.format_table(results)
+                rendered += 1
+    assert checked > 2000 and 0 < rendered < checked
 
 
 @pytest.mark.parametrize(
@@ -353,6 +383,8 @@ def hub_cache(tmp_path, monkeypatch):
         ("./nope", "cannot load a tokenizer from ./nope: no such folder"),
         ("models/a/b", "cannot load a tokenizer from models/a/b: no such folder"),
         ("data.jsonl", "cannot load a tokenizer from data.jsonl: not a folder"),
+        ("~/nope", "cannot load a tokenizer from ~/nope: no such folder"),
+        ("an owner/a name", "cannot load a tokenizer from an owner/a name: no such folder"),
         ("owner/name", "owner/name: not in the local Hugging Face cache (nothing is downloaded here)"),
     ],
 )
