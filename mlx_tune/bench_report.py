@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mlx_tune import UserError
-from mlx_tune.fileio import atomic_path, write_text
+from mlx_tune.bench_chart import CHART_KEYS, plot_results  # noqa: F401  (public here too)
+from mlx_tune.bench_chart import row_label as _label
+from mlx_tune.fileio import value_problem, write_text
 from mlx_tune.metrics import ACCURACY_KEYS, PREDICTED_CATEGORIES  # noqa: F401  (ACCURACY_KEYS: public here too)
 
 # Accuracy table columns: (header, key); rouge_l is a mean F1, shown as a decimal.
@@ -33,14 +37,6 @@ _ACC_COLUMNS = (
     ("discrim", "discrimination"),
     ("category", "category"),
 )
-CHART_KEYS = (
-    "balanced_discrimination",
-    "macro_f1",
-    "call_match",
-    "executable",
-    "trajectory_success",
-    "rouge_l",
-)
 
 log = logging.getLogger("mlx_tune.bench")
 
@@ -51,24 +47,25 @@ def _num(v: Any, digits: int) -> str:
     return f"{v:,.0f}" if digits == 0 else f"{v:.{digits}f}"
 
 
-def _mb(v: Any, digits: int) -> str:
-    return _num(v / 1e6 if v is not None else None, digits)
-
-
-_SPEED_COLUMNS: tuple[tuple[str, Callable[[dict], str]], ...] = (
-    ("model", lambda m: m["name"]),
-    ("load s", lambda m: _num(m.get("load_time_s"), 2)),
-    ("prompt tok/s", lambda m: _num(m.get("prompt_tps"), 0)),
-    ("gen tok/s", lambda m: _num(m.get("generation_tps"), 1)),
-    ("lat mean s", lambda m: _num(m.get("latency_s_mean"), 2)),
-    ("lat p95 s", lambda m: _num(m.get("latency_s_p95"), 2)),
-    ("agent s", lambda m: _num(m.get("agent_wall_s"), 1)),
-    ("peak GB", lambda m: _num(m.get("peak_memory_gb"), 2)),
-    ("size MB", lambda m: _mb(m.get("size_bytes"), 1)),
-    ("adapter MB", lambda m: _mb(m.get("adapter_bytes"), 2)),
-    ("trainable", lambda m: _num(m.get("trainable_params"), 0)),
-    ("ppl", lambda m: _num(m.get("perplexity"), 2)),
+# Speed table columns after the model name: (header, key of a model row, digits, unit it is divided by).
+_SPEED_COLUMNS = (
+    ("load s", "load_time_s", 2, 1),
+    ("prompt tok/s", "prompt_tps", 0, 1),
+    ("gen tok/s", "generation_tps", 1, 1),
+    ("lat mean s", "latency_s_mean", 2, 1),
+    ("lat p95 s", "latency_s_p95", 2, 1),
+    ("agent s", "agent_wall_s", 1, 1),
+    ("peak GB", "peak_memory_gb", 2, 1),
+    ("size MB", "size_bytes", 1, 1e6),
+    ("adapter MB", "adapter_bytes", 2, 1e6),
+    ("trainable", "trainable_params", 0, 1),
+    ("ppl", "perplexity", 2, 1),
 )
+
+
+def _speed_cell(m: dict, key: str, digits: int, unit: float) -> str:
+    v = m.get(key)
+    return _num(v / unit if v is not None and unit != 1 else v, digits)
 
 
 def figure(value: float | None, interval: list[float] | None, key: str = "") -> str:
@@ -80,10 +77,6 @@ def figure(value: float | None, interval: list[float] | None, key: str = "") -> 
         return f"{value:.2f}{ci}"
     ci = f" [{100 * interval[0]:.0f}-{100 * interval[1]:.0f}]" if interval else ""
     return f"{100 * value:.0f}%{ci}"
-
-
-def _label(m: dict) -> str:
-    return f"{m['name']} (baseline)" if m.get("kind") == "baseline" else m["name"]
 
 
 def _acc_rows(entries: list[dict]) -> list[list[str]]:
@@ -137,11 +130,12 @@ def _md(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _speed(results: dict) -> tuple[list[str], list[list[str]]]:
     ok = [m for m in _models(results) if not m.get("error")]
-    return _keep([h for h, _ in _SPEED_COLUMNS], [[fn(m) for _, fn in _SPEED_COLUMNS] for m in ok])
+    header = ["model", *(c[0] for c in _SPEED_COLUMNS)]
+    return _keep(header, [[m["name"], *(_speed_cell(m, *c[1:]) for c in _SPEED_COLUMNS)] for m in ok])
 
 
 def _settings_line(results: dict) -> str:
-    s = results.get("settings", {})
+    s = results.get("settings") or {}
     if s.get("mode") == "score":
         return f"{s.get('n_queries', '?')} queries from {s.get('queries', '?')}, answers from {s.get('predictions', '?')}"
     return (
@@ -151,7 +145,7 @@ def _settings_line(results: dict) -> str:
 
 
 def _missing_note(results: dict) -> str:
-    s = results.get("settings", {})
+    s = results.get("settings") or {}
     missing = s.get("missing_repos") or []
     if not missing:
         return ""
@@ -176,7 +170,7 @@ def format_table(results: dict) -> str:
 
 def format_markdown(results: dict) -> str:
     """``results.md``: settings, the accuracy and speed tables, subsets, confusion, failures."""
-    s, v, mach = results.get("settings", {}), results.get("versions", {}), results.get("machine", {})
+    s, v, mach = (results.get(k) or {} for k in ("settings", "versions", "machine"))
     out = ["# Benchmark results", "", _settings_line(results) + "."]
     if s.get("mode") != "score":
         out.append(f"Load time: median of {s.get('repeats')} fresh processes.")
@@ -232,106 +226,136 @@ def _ordered(keys, order) -> list[str]:
     return [k for k in order if k in keys] + sorted(k for k in keys if k not in order)
 
 
-def plot_results(results: dict, path: Path) -> bool:
-    """Draw ``chart.png``: accuracy with 95% error bars (models in colour, baselines grey, ``n/a``
-    as an empty hatched marker) and generation speed; ``False`` when there is nothing to draw."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    entries = [m for m in results.get("models", []) if not m.get("error")]
-    if not entries:
-        return False
-    keys = [
-        k
-        for k in CHART_KEYS
-        if k != "trajectory_success" or any((m.get("accuracy") or {}).get(k) is not None for m in entries)
-    ]
-    speeds = [m for m in entries if m.get("kind") != "baseline" and m.get("generation_tps") is not None]
-    wide = 6 + 0.9 * len(keys) * max(1, len(entries)) / 3
-    if speeds:
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(wide + 2, 5.2), width_ratios=[3, 1])
-    else:
-        fig, ax1 = plt.subplots(figsize=(wide, 5.2))
-    width = 0.8 / len(entries)
-    colours = plt.get_cmap("tab10")
-    greys = ["0.55", "0.7", "0.82", "0.45", "0.9"]
-    n_model = n_base = 0
-    for j, m in enumerate(entries):
-        if m.get("kind") == "baseline":
-            colour, hatch = greys[n_base % len(greys)], "..."
-            n_base += 1
-        else:
-            colour, hatch = colours(n_model % 10), None
-            n_model += 1
-        acc, ci = m.get("accuracy") or {}, m.get("ci") or {}
-        label = _label(m)
-        for i, key in enumerate(keys):
-            x = i + (j - (len(entries) - 1) / 2) * width
-            value = acc.get(key)
-            if value is None:  # not applicable: an empty hatched marker, never a zero bar
-                ax1.bar(x, 0.04, width, facecolor="none", edgecolor="0.4", hatch="///", linewidth=0.6)
-                ax1.text(x, 0.05, "n/a", ha="center", va="bottom", fontsize=6, rotation=90)
-                continue
-            err = None
-            if ci.get(key):
-                low, high = ci[key]
-                err = [[max(0.0, value - low)], [max(0.0, high - value)]]
-            ax1.bar(x, value, width, color=colour, hatch=hatch, edgecolor="0.3" if hatch else None,
-                    label=label, yerr=err, capsize=2, error_kw={"linewidth": 0.8})  # fmt: skip
-            label = None
-    ax1.set_xticks(range(len(keys)), [k.replace("_", "\n") for k in keys], fontsize=8)
-    ax1.set_ylim(0, 1.05)
-    ax1.set_title("accuracy (bars: 95% intervals; grey: baselines)")
-    ax1.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=min(4, len(entries)))
-    if speeds:
-        ax2.bar([m["name"] for m in speeds], [m["generation_tps"] for m in speeds],
-                color=[colours(i % 10) for i in range(len(speeds))])  # fmt: skip
-        ax2.set_title("generation tokens/s")
-        ax2.tick_params(axis="x", rotation=30, labelsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return True
-
-
 def load_results(out_dir: str | Path) -> dict:
-    """``out_dir/results.json``; a missing or malformed file is a ``UserError``."""
+    """``out_dir/results.json``, checked by :func:`results_problems`: a missing file, one that is not
+    UTF-8 or not JSON, or a field of the wrong type or shape is a ``UserError`` naming the file and
+    every such field."""
     path = Path(out_dir) / "results.json"
     try:
-        results = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_bytes().decode("utf-8")
+        results = json.loads(text)
     except FileNotFoundError:
         raise UserError(
             f"{path}: no such file (run `mlx-tune bench` or `mlx-tune bench score` first)"
         ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise UserError(f"{path}: not a results file: {type(e).__name__}") from None
-    if not isinstance(results, dict) or not isinstance(results.get("models"), list):
-        raise UserError(f"{path}: not a results file (no 'models' list)")
-    for i, m in enumerate(results["models"]):
-        if not isinstance(m, dict) or not isinstance(m.get("name"), str):
-            raise UserError(f"{path}: models[{i}]: expected an object with a 'name'")
-        for key in ("accuracy", "ci"):
-            table = m.get(key)
-            if table is not None and not isinstance(table, dict):
-                raise UserError(f"{path}: models[{i}].{key}: expected an object")
-            for metric, value in (table or {}).items():
-                if not _figure_ok(value, key == "ci"):
-                    raise UserError(f"{path}: models[{i}].{key}.{metric}: {value!r} is not a figure")
+    except OSError as e:
+        raise UserError(f"{path}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise UserError(
+            f"{path}: not a results file: not UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start})"
+        ) from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not a results file: line {e.lineno} column {e.colno}: {e.msg}") from None
+    except (ValueError, RecursionError, MemoryError) as e:  # a 5000-digit number; nesting
+        what = "nested too deeply" if not isinstance(e, ValueError) else str(e).split(":")[0]
+        raise UserError(f"{path}: not a results file: {what}") from None
+    bad = value_problem(results)
+    problems = [f"not a results file: {bad}"] if bad else results_problems(results)
+    if len(problems) == 1:
+        raise UserError(f"{path}: {problems[0]}")
+    if problems:
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise UserError(f"{path}: {len(problems)} problems:\n  " + "\n  ".join(problems[:20]) + more)
     return results
 
 
-def _figure_ok(value: Any, interval: bool) -> bool:
-    def number(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
+def _number(v: Any, finite: bool = False) -> bool:
+    """A JSON number (not true/false) that converts to a float (``finite``: not nan or inf either)."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        f = float(v)
+    except OverflowError:  # an integer too large for a float
+        return False
+    return not finite or math.isfinite(f)
 
-    if value is None:
-        return True
-    if interval:
-        return isinstance(value, list) and len(value) == 2 and all(number(v) for v in value)
-    return number(value)
+
+# What each kind of field must be, and how an error message names it.
+_KINDS: dict[str, Callable[[Any], bool]] = {
+    "an object": lambda v: isinstance(v, dict),
+    "a list": lambda v: isinstance(v, list),
+    "a string": lambda v: isinstance(v, str),
+    "a number": _number,
+    "a finite number": lambda v: _number(v, finite=True),
+    "an integer": lambda v: isinstance(v, int) and not isinstance(v, bool) and _number(v),
+    "an interval [low, high]": lambda v: (
+        isinstance(v, list) and len(v) == 2 and all(_number(x, finite=True) for x in v)
+    ),
+}
+
+
+def _described(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return json.dumps(v)
+    if isinstance(v, (int, float)):
+        return "a number too large" if not _number(v) else repr(v)[:24]
+    return next(k for k in ("an object", "a list", "a string") if _KINDS[k](v))
+
+
+def _field(key: str) -> str:
+    """A key as a message shows it: plain names as they are, others quoted and cut short."""
+    return key if re.fullmatch(r"[\w.-]{1,40}", key) else json.dumps(key)[:40]
+
+
+def results_problems(results: Any) -> list[str]:
+    """Every field of a ``results.json`` object that the report reads and that has the wrong type or
+    shape, as ``field: expected ..., got ...`` (empty for a file the benchmark wrote). Checked once
+    on load, so the rendering can trust every field it reads."""
+    found: list[str] = []
+
+    def ok(where: str, value: Any, kind: str, null: bool = True) -> bool:
+        """Whether ``value`` is present and of ``kind``; notes a problem unless it is (or may be) null."""
+        if value is None and null:
+            return False
+        if _KINDS[kind](value):
+            return True
+        found.append(f"{where}: expected {kind}{' or null' if null else ''}, got {_described(value)}")
+        return False
+
+    def table(where: str, value: Any, kind: str, null: bool = True) -> None:
+        """An object whose every value is of ``kind`` or null (``accuracy``, ``ci``, a confusion row)."""
+        if ok(where, value, "an object", null):
+            for key, cell in value.items():
+                ok(f"{where}.{_field(key)}", cell, kind, null=kind != "an integer")
+
+    if not isinstance(results, dict):
+        return [f"not a results file: expected an object, got {_described(results)}"]
+    for key in ("settings", "versions", "machine", "fused_agreement"):
+        ok(key, results.get(key), "an object")
+    settings, fused = results.get("settings"), results.get("fused_agreement")
+    if isinstance(settings, dict) and ok("settings.missing_repos", settings.get("missing_repos"), "a list"):
+        for i, name in enumerate(settings["missing_repos"]):
+            ok(f"settings.missing_repos[{i}]", name, "a string", null=False)
+    for name, a in fused.items() if isinstance(fused, dict) else ():
+        at = f"fused_agreement.{_field(name)}"
+        if ok(at, a, "an object", null=False):
+            ok(f"{at}.adapter", a.get("adapter"), "a string", null=False)
+            ok(f"{at}.identical", a.get("identical"), "a finite number", null=False)
+            ok(f"{at}.queries", a.get("queries"), "an integer", null=False)
+    if not ok("models", results.get("models"), "a list", null=False):
+        return found
+    for i, m in enumerate(results["models"]):
+        where = f"models[{i}]"
+        if not isinstance(m, dict):
+            found.append(f"{where}: expected an object with a 'name', got {_described(m)}")
+            continue
+        ok(f"{where}.name", m.get("name"), "a string", null=False)
+        for key in ("kind", "spec", "error"):
+            ok(f"{where}.{key}", m.get(key), "a string")
+        for _, key, _, _ in _SPEED_COLUMNS:
+            ok(f"{where}.{key}", m.get(key), "a number")
+        table(f"{where}.accuracy", m.get("accuracy"), "a finite number")
+        table(f"{where}.ci", m.get("ci"), "an interval [low, high]")
+        if ok(f"{where}.confusion", m.get("confusion"), "an object"):
+            for expected, row in m["confusion"].items():
+                table(f"{where}.confusion.{_field(expected)}", row, "an integer", null=False)
+        if ok(f"{where}.subsets", m.get("subsets"), "an object"):
+            sub, at = m["subsets"].get("unseen_template"), f"{where}.subsets.unseen_template"
+            if ok(at, sub, "an object"):
+                ok(f"{at}.n", sub.get("n"), "an integer", null=False)
+                table(f"{at}.accuracy", sub.get("accuracy"), "a finite number", null=False)
+                table(f"{at}.ci", sub.get("ci"), "an interval [low, high]", null=False)
+    return found
 
 
 def redraw(out_dir: str | Path) -> dict:

@@ -6,9 +6,10 @@ queries (an ``index`` field, when present, must say so). It writes the same ``re
 as ``mlx-tune bench`` (``models[0]`` is the scored answers, then the baselines), ``results.md``,
 ``chart.png`` and ``predictions/``.
 
-Every benchmark run writes into a staging folder inside ``--out`` and publishes its files only
-when all of them are complete (:func:`staged_output`): an interrupted run leaves the previous
-results as they were, never new predictions beside an old ``results.json``.
+Every benchmark run writes into a staging folder beside ``--out`` that replaces ``--out`` as a whole
+when all of its files are complete (:func:`staged_output`): an interrupted or killed run leaves the
+previous results as they were, never new predictions beside an old ``results.json``, and never no
+``results.json`` at all.
 """
 
 from __future__ import annotations
@@ -17,15 +18,13 @@ import contextlib
 import os
 import platform
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
-from mlx_tune import UserError, baselines, metrics
+from mlx_tune import UserError, baselines, fileio, metrics
 from mlx_tune.bench_inputs import load_queries, read_jsonl_lines
 from mlx_tune.bench_report import format_markdown, plot_results
 from mlx_tune.fileio import read_jsonl, sha256_file, write_json, write_jsonl, write_text
@@ -46,35 +45,22 @@ MEASURED_KEYS = (
 )
 # Filled by the agent loop when the benchmark runs one (mlx_tune.agent); None otherwise.
 AGENT_KEYS = ("agent_wall_s", "agent_mean_steps", "agent_tool_errors", "agent_step_limit_hits")
-OUTPUTS = ("predictions", "bench.log", "chart.png", "results.md")  # published before results.json
-_STAGING = ".staging-"
+OUTPUTS = ("predictions", "bench.log", "chart.png", "results.md")  # with results.json: a run's own files
 
 
 @contextlib.contextmanager
 def staged_output(out_dir: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty staging folder inside ``out_dir``; when the block succeeds, move its
-    outputs into ``out_dir`` (the old ``results.json`` is removed first and the new one moved
-    last, so a reader never sees a ``results.json`` beside files of another run). Staging
-    folders left by killed runs are removed first. Other files in ``out_dir`` are left alone."""
+    """Yield an empty folder that stands in for ``out_dir``; when the block succeeds it replaces
+    ``out_dir`` as a whole (:func:`mlx_tune.fileio.atomic_folder`), so a reader sees the previous
+    run or the new one, never neither and never a mix. The run's own files (``OUTPUTS`` and
+    ``results.json``) come only from the block; other files in ``out_dir`` (a user's notes) are
+    kept. The staging folder lies beside ``out_dir``; one a killed run left is removed by the next
+    run, one of a run still going never is."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob(_STAGING + "*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    stage = Path(tempfile.mkdtemp(prefix=_STAGING, dir=out_dir))
-    try:
+    # staging folders inside out_dir were made by versions before this one: not carried over
+    legacy = [p.name for p in out_dir.glob(".staging-*")] if out_dir.is_dir() else []
+    with fileio.atomic_folder(out_dir, owned=(*OUTPUTS, "results.json", *legacy)) as stage:
         yield stage
-        (out_dir / "results.json").unlink(missing_ok=True)
-        for name in OUTPUTS:
-            src, dst = stage / name, out_dir / name
-            if dst.is_dir() and not dst.is_symlink():
-                os.replace(dst, stage / f"{name}.old")
-            elif dst.exists() or dst.is_symlink():
-                dst.unlink()
-            if src.exists():
-                os.replace(src, dst)
-        os.replace(stage / "results.json", out_dir / "results.json")
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
 
 
 def named_roots(

@@ -11,6 +11,7 @@ names given away in questions, tool/direct balance per split).
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,19 +110,48 @@ def problems_error(problems: list[str], what: str = "") -> UserError:
 
 
 def load_tokenizer(model: str | Path):
-    """A Hugging Face tokenizer from a local model or tokenizer directory (no download)."""
+    """A Hugging Face tokenizer from a local model or tokenizer folder, or from a Hub id
+    (``owner/name``) already in the local cache; nothing is downloaded. A spec that exists here, or
+    is not of the form ``owner/name`` (it starts with ``.``, ``/`` or ``~``, has no ``/`` or more
+    than one, or characters a Hub id cannot have), is a folder."""
+    spec = str(model)
+    folder = Path(spec).expanduser()
+    hub_id = not folder.exists() and re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", spec) is not None
+    if not hub_id and not folder.is_dir():
+        what = "not a folder" if folder.exists() else "no such folder"
+        raise UserError(
+            f"--model: cannot load a tokenizer from {spec}: {what} (pass a local model or tokenizer "
+            "folder, or a Hugging Face id owner/name in the local cache)"
+        )
+    if hub_id and not _in_hub_cache(spec):
+        raise UserError(
+            f"--model: {spec}: not in the local Hugging Face cache (nothing is downloaded here): "
+            f"fetch it first (`huggingface-cli download {spec}`) or pass a local folder"
+        )
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(model), local_files_only=True)
-    except Exception as e:  # transformers raises many types for a bad path
+        tokenizer = AutoTokenizer.from_pretrained(spec if hub_id else str(folder), local_files_only=True)
+    except Exception as e:  # transformers raises many types for a bad folder
         raise UserError(
-            f"--model: cannot load a tokenizer from {model!s} "
-            f"({type(e).__name__}: {str(e).splitlines()[0]}); pass a local model or tokenizer directory"
+            f"--model: cannot load a tokenizer from {spec} "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+            "pass a local model or tokenizer folder"
         ) from None
     if not getattr(tokenizer, "chat_template", None):
-        raise UserError(f"--model: the tokenizer in {model!s} has no chat template")
+        raise UserError(f"--model: the tokenizer in {spec} has no chat template")
     return tokenizer
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    """Whether the local Hugging Face cache holds files of model ``repo_id`` (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    names = ("tokenizer_config.json", "tokenizer.json", "config.json")
+    try:
+        return any(isinstance(try_to_load_from_cache(repo_id, name), str) for name in names)
+    except Exception:  # an id the hub library refuses (bad characters): not in the cache either
+        return False
 
 
 def token_length(tokenizer, record: dict) -> int:

@@ -15,22 +15,23 @@ from pathlib import Path
 
 import yaml
 
-from mlx_tune import records
+from mlx_tune import fileio, records
 
 TAGS = ["mlx", "lora", "tool-use", "code"]
 
 
 def read_front_matter(readme: Path) -> dict:
-    """The YAML front matter of a model card, or ``{}`` (no card, no block, bad YAML)."""
+    """The YAML front matter of a model card, or ``{}`` (no card, no block, not UTF-8, bad or
+    absurdly nested YAML): a base model's card is someone else's file and never stops a fuse."""
     try:
         text = Path(readme).read_text(encoding="utf-8")
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return {}
     if not text.startswith("---\n") or "\n---" not in text[4:]:
         return {}
     try:
         data = yaml.safe_load(text[4 : text.index("\n---", 4)])
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError, MemoryError):
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -45,27 +46,35 @@ def base_metadata(base: str) -> tuple[str | None, str | None]:
     if _is_repo_id(base):
         return base, None
     card = read_front_matter(Path(base) / "README.md")
-    named = card.get("base_model")
+    named, license = card.get("base_model"), card.get("license")
     if isinstance(named, list):
         named = named[0] if named else None
-    return (named if isinstance(named, str) else None), card.get("license")
+    return (named if isinstance(named, str) else None), (license if isinstance(license, str) else None)
 
 
 def tools_spec(data_dir: str | None) -> dict:
     """What the model was trained to be prompted with: the tools format's system prompt and tool
-    schemas, or the code format's prompt (no tools), judged from the first training record."""
+    schemas, or the code format's prompt (no tools), judged from the first training record (the
+    first of ``valid`` when ``train`` has none that can be read; the tools format when neither has)."""
     first = None
-    for split in ("train", "valid"):
-        path = Path(data_dir) / f"{split}.jsonl" if data_dir else None
-        if path and path.is_file():
-            with open(path, encoding="utf-8") as f:
-                line = next((x for x in f if x.strip()), None)
-            if line:
-                first = json.loads(line)
-                break
+    for split in ("train", "valid") if data_dir else ():
+        first = _first_record(Path(data_dir) / f"{split}.jsonl")
+        if first is not None:
+            break
     if first is not None and "tools" not in first:
         return {"format": "code", "system": records.CODE_SYSTEM_PROMPT, "tools": []}
     return {"format": "tools", "system": records.SYSTEM_PROMPT, "tools": records.TOOLS}
+
+
+def _first_record(path: Path) -> dict | None:
+    """The first line of a JSONL file as an object; ``None`` when there is no such file, or the
+    line is not UTF-8, not JSON, nested absurdly deep or not an object (it is data, never a crash)."""
+    try:
+        for _, value, problem in fileio.iter_json_lines(path):
+            return value if problem is None and isinstance(value, dict) else None
+    except (OSError, ValueError):  # no file or a folder; a number too long to convert
+        pass
+    return None
 
 
 def front_matter(r: dict, license: str | None = None) -> dict:
@@ -208,4 +217,4 @@ def model_card(r: dict, spec: dict, license: str | None = None) -> str:
 
 def write_tools_json(folder: Path, spec: dict) -> None:
     """``tools.json``: ``{"system": ..., "tools": [...], "format": ...}`` beside the model."""
-    (Path(folder) / "tools.json").write_text(json.dumps(spec, indent=2, ensure_ascii=False) + "\n")
+    fileio.write_text(Path(folder) / "tools.json", json.dumps(spec, indent=2, ensure_ascii=False) + "\n")

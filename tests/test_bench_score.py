@@ -150,14 +150,16 @@ def test_interrupted_run_leaves_the_previous_results(project):
     bench_score.score_predictions(tmp / "test.jsonl", tmp / "answers.jsonl", out, repos_dir=tmp / "repos")
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     (out / "notes.txt").write_text("mine")
-    (out / ".staging-old").mkdir()  # left by a killed run
+    (out / ".staging-old").mkdir()  # left inside --out by an earlier version: not carried over
+    (tmp / ".run.99999999.x1.tmp").mkdir()  # left beside --out by a killed run (no such process)
     with pytest.raises(KeyboardInterrupt), bench_score.staged_output(out) as stage:
         (stage / "predictions").mkdir()
         (stage / "predictions" / "new.jsonl").write_text("{}\n")
         raise KeyboardInterrupt
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "notes.txt"} == before
     assert not (out / "predictions" / "new.jsonl").exists()
-    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+    assert not (tmp / ".run.99999999.x1.tmp").exists()
+    assert [p.name for p in tmp.iterdir() if p.name.startswith(".run.")] == []  # no staging folder left
     # A completed run replaces every output, drops predictions of models no longer run, keeps other files.
     (out / "predictions" / "gone.jsonl").write_text("{}\n")
     bench_score.score_predictions(
@@ -168,6 +170,7 @@ def test_interrupted_run_leaves_the_previous_results(project):
         "baseline-always-grep.jsonl",
     ]
     assert not (out / "predictions" / "gone.jsonl").exists() and (out / "notes.txt").read_text() == "mine"
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
     assert json.loads((out / "results.json").read_text())["models"][0]["name"] == "b"
 
 
