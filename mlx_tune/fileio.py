@@ -98,6 +98,12 @@ def temp_dir(parent: str | os.PathLike, name: str, suffix: str = ".tmp") -> Path
         for entry in os.scandir(parent):
             m = stale.fullmatch(entry.name)
             if m and not _running(int(m.group(1))):
+                # Killed between the two renames of _swap_in: the previous version sits in the dead
+                # writer's folder and nothing is at its place; put it back before cleaning up.
+                old = Path(entry.path) / f"{name}.old"
+                if old.exists() and not (parent / name).exists():
+                    with contextlib.suppress(OSError):
+                        os.replace(old, parent / name)
                 _rmtree(Path(entry.path))
     return Path(tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}.", suffix=suffix, dir=parent))
 
@@ -229,6 +235,8 @@ def parse_json_line(line: str) -> tuple[Any, str | None]:
         return None, f"not valid JSON: {e.msg} (column {e.colno})"
     except (RecursionError, MemoryError):
         return None, f"not valid JSON: nested deeper than {MAX_JSON_DEPTH} levels"
+    except ValueError as e:  # an integer of more than sys.get_int_max_str_digits() digits
+        return None, f"not valid JSON: {str(e).split(':')[0]}"
     return (None, problem) if (problem := value_problem(value)) else (value, None)
 
 

@@ -532,3 +532,23 @@ def test_extract_reads_a_source_with_a_byte_order_mark(tmp_path):
     (tmp_path / "bom.py").write_bytes(b"\xef\xbb\xbfclass Marked:\n    def run(self):\n        pass\n")
     [info] = extract_files([(str(tmp_path), "bom.py")], jobs=1, progress=False)
     assert info.status == "ok" and [c.name for c in info.classes] == ["Marked"]
+
+
+def test_a_huge_integer_is_a_line_problem_not_a_crash():
+    value, problem = fileio.parse_json_line('{"n": ' + "9" * 5000 + "}")
+    assert value is None and problem.startswith("not valid JSON: Exceeds the limit")
+
+
+def test_a_writer_killed_between_the_swap_renames_loses_nothing(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "results.json").write_text("old")
+    # What a writer killed after moving the old folder aside (and before moving the new one in) leaves:
+    dead = tmp_path / ".run.999999999.abc.tmp"
+    dead.mkdir()
+    os.replace(out, dead / "run.old")
+    with fileio.atomic_path(out) as tmp:
+        assert (out / "results.json").read_text() == "old"  # restored before the new write
+        tmp.mkdir()
+        (tmp / "results.json").write_text("new")
+    assert (out / "results.json").read_text() == "new" and not dead.exists()
