@@ -148,6 +148,13 @@ def _count_option(kind: str, default: int, help: str):
     )
 
 
+def _counts(kind: str) -> tuple[int, int, int]:
+    from mlx_tune.examples import DEFAULT_COUNTS, DOMAIN_COUNTS
+
+    counts = DOMAIN_COUNTS if kind == "domain" else DEFAULT_COUNTS
+    return counts["grep"], counts["read"], counts["direct"]
+
+
 def _example_options(grep: int, read: int, direct: int, output: str):
     """The options repo-examples and domain-examples share (only the defaults differ)."""
     options = [
@@ -200,7 +207,7 @@ def _example_options(grep: int, read: int, direct: int, output: str):
     type=click.Path(file_okay=False),
     help="Folder whose sub-folders are repositories (manifest.json used when present).",
 )
-@_example_options(300, 150, 100, str(layout.examples_file("repos")))
+@_example_options(*_counts("repos"), str(layout.examples_file("repos")))
 def data_repo_examples(repos_dir, output, n_grep, n_read, n_direct, seed, fmt, jobs, style) -> None:
     """Generate grep / read training examples from the repositories in REPOS (AST only; each
     runs the real grep/read and answers from its output) and direct ones about Python."""
@@ -219,7 +226,7 @@ def data_repo_examples(repos_dir, output, n_grep, n_read, n_direct, seed, fmt, j
     type=click.Path(file_okay=False),
     help="Repository to learn from (default: this project's library source, the mlx_tune package).",
 )
-@_example_options(120, 60, 60, str(layout.examples_file("domain")))
+@_example_options(*_counts("domain"), str(layout.examples_file("domain")))
 def data_domain_examples(repo, output, n_grep, n_read, n_direct, seed, fmt, jobs, style) -> None:
     """Generate the phase-5 domain set from one repository with the same generator as
     repo-examples (meta.source "domain:<name>"). A small tree yields what it can; the

@@ -31,8 +31,11 @@ from mlx_tune.repo_index import RepoIndex
 from mlx_tune.repos import WalkStats, iter_repo_files, load_manifest
 
 GENERATOR = "repo-examples/2"
-DEFAULT_COUNTS = {"grep": 300, "read": 150, "direct": 100}
-DOMAIN_COUNTS = {"grep": 120, "read": 60, "direct": 60}
+# About a third of each phase answers directly: the decision (search or answer) is the skill, and a
+# set where ~80% of queries need a tool teaches "always call" (and leaves ~20 direct test queries, too
+# few for an interval that can separate a model from the keyword baseline).
+DEFAULT_COUNTS = {"grep": 300, "read": 150, "direct": 220}
+DOMAIN_COUNTS = {"grep": 120, "read": 60, "direct": 100}
 STYLES = ("trajectory", "call-only")
 # The mix of kinds within a repository's grep records (a kind repeats to weigh more); kinds that
 # run out of candidates drop out and the rest fill in.

@@ -3,7 +3,7 @@
 data/repos_examples/training_examples.jsonl.
 
 Same as ``mlx-tune data repo-examples``; options pass through (``--help`` lists them), e.g.
-``--repos data/repos --grep 300 --read 150 --direct 100 --seed 0 --format tools``.
+``--repos data/repos --grep 300 --read 150 --direct 220 --seed 0 --format tools``.
 """
 
 import sys
