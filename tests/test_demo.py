@@ -11,7 +11,10 @@ from mlx_tune.demo import DemoSettings, run_demo
 def test_demo_runs_every_stage_then_skips_them(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the phase configs and presets are package data
     logs: list[str] = []
-    settings = DemoSettings(iters=2, limit=3, packages=("click",), load_repeats=1, log=logs.append)
+    monkeypatch.setenv("MLX_TUNE_CACHE", str(tmp_path / "cache"))
+    settings = DemoSettings(
+        iters=2, limit=3, packages=("click",), load_repeats=1, pretrain_steps=2, log=logs.append
+    )
 
     results = run_demo(settings)
 
@@ -27,6 +30,9 @@ def test_demo_runs_every_stage_then_skips_them(tmp_path, monkeypatch):
         "phase5-qlora-fused-8bit",
     ]
     assert [m["kind"] for m in results["models"][8:]] == ["baseline"] * 3
+    # The base is pretrained (briefly, here) before its fine-tunes; both builds share its weights.
+    for base in ("models/tiny", "models/tiny-4bit"):
+        assert json.loads(Path(base, "mlx_tune_tiny.json").read_text())["pretrain_steps"] == 2
     # The QLoRA path: a 4-bit base, LoRA adapters on it, fused into 8 bits.
     assert json.loads(Path("models/tiny-4bit/config.json").read_text())["quantization"]["bits"] == 4
     assert (
