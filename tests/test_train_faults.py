@@ -98,7 +98,7 @@ def test_yaml_non_finite_numbers_are_reported_with_the_cli_ones(tmp_path):
 
 def _nan_after(updates: int):
     """``make_optimizer`` whose learning rate turns nan from the optimizer update ``updates`` on
-    (the schedule runs inside mlx-lm's compiled step, so a Python counter could not do this)."""
+    (the schedule runs inside the compiled step, so a Python counter could not do this)."""
     real = train_mod.make_optimizer
 
     def make(s, total_updates):
@@ -201,8 +201,11 @@ def test_signal_to_a_training_process_checkpoints_then_exits(tiny_model, data_di
         [sys.executable, "-c", code_line, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
-        metrics = out / "metrics.jsonl"
-        started = _wait_for(lambda: metrics.is_file() and len(fileio.read_jsonl(metrics)) >= 2, proc, 300)
+
+        def started_training() -> bool:  # metrics of a running job are in its staging folder
+            return any(len(fileio.read_jsonl(m)) >= 2 for m in tmp_path.glob("run.tmp-*/metrics.jsonl"))
+
+        started = _wait_for(started_training, proc, 300)
         assert started, proc.communicate(timeout=30)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
@@ -221,7 +224,7 @@ def test_first_signal_asks_for_a_stop_and_a_second_stops_at_once(sig):
     flag: dict = {}
     before = signal.getsignal(sig)
     with pytest.raises(train_mod.Interrupted) as e:
-        with train_mod._signals_to_flag(flag):
+        with train_mod.signals_to_flag(flag):
             os.kill(os.getpid(), sig)
             time.sleep(0.01)  # the handler runs in the main thread between bytecodes
             assert flag == {"stop": True, "signal": sig.name}
