@@ -232,3 +232,27 @@ def test_first_signal_asks_for_a_stop_and_a_second_stops_at_once(sig):
             time.sleep(1)
     assert e.value.signal == sig.name
     assert signal.getsignal(sig) == before  # the previous handler is back
+
+
+def test_every_setting_is_a_train_option_with_its_help_and_choices():
+    params = {p.name: p for p in main.commands["train"].params}
+    for name in FIELDS:
+        assert name in params and params[name].help, name
+    assert params["schedule"].opts == ["--lr-schedule"]
+    assert list(params["optimizer"].type.choices) == ["adam", "adamw"]
+    r = CliRunner().invoke(
+        main, ["train", "--model", "m", "--data", "d", "--iters", "2", "--optimizer", "sgd"]
+    )
+    assert r.exit_code == 2 and "'sgd' is not one of 'adam', 'adamw'" in r.output
+    r = CliRunner().invoke(
+        main,
+        ["train", "--model", "m", "--data", "d", "--iters", "2", "--keep-checkpoints", "0"]
+        + ["--weight-decay", "0.1", "--min-learning-rate", "1"],
+    )
+    assert r.exit_code == 1 and "3 problems in settings" in r.output
+    for problem in (
+        "keep_checkpoints: expected a positive integer, got 0",
+        "weight_decay: only used by optimizer adamw",
+        "min_learning_rate: larger than learning_rate",
+    ):
+        assert problem in r.output
