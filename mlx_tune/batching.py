@@ -7,6 +7,8 @@
   batch carries their positions, a static shape), so the masked prompt never reaches the
   vocabulary projection - the largest matmul and activation of a small model;
 - a step-exact data order (:class:`BatchStream`), so a resumed run sees the same batches.
+
+Nothing here imports :mod:`mlx_tune.prefix`; it builds on this module.
 """
 
 from __future__ import annotations
@@ -159,68 +161,54 @@ def batch_groups(examples: list[Example], batch_size: int) -> list[list[int]]:
 
 
 class BatchStream:
-    """The training data order: an epoch is a seeded permutation of length-bucketed batches.
+    """The training data order: an epoch is a seeded permutation of ``groups`` (batches of example
+    indices, e.g. from :func:`batch_groups` or :func:`mlx_tune.prefix.prefix_batch_groups`).
 
     Micro-batch ``t`` is a pure function of (seed, t), so a resumed run sees the same batches.
-    With ``shared_prefix`` the batches are grouped by shared token prefix first, then by length,
-    and built for :func:`mlx_tune.prefix.make_prefix_loss`."""
+    ``build`` turns a list of examples into ``(arrays, real tokens, padded tokens)``
+    (:func:`make_batch` or :func:`mlx_tune.prefix.make_prefix_batch`)."""
 
-    def __init__(self, examples: list[Example], batch_size: int, seed: int, shared_prefix: bool = False):
-        import numpy as np
-
-        from mlx_tune import prefix
-
+    def __init__(self, examples: list[Example], groups: list[list[int]], build, seed: int):
         self.examples = examples
-        self.groups = (prefix.prefix_batch_groups if shared_prefix else batch_groups)(examples, batch_size)
-        self.make_batch = prefix.make_prefix_batch if shared_prefix else make_batch
+        self.groups = groups
+        self.build = build
         self.seed = seed
-        self._np = np
-        self.real_tokens: dict[int, int] = {}
-        self.padded_tokens: dict[int, int] = {}
 
     def group_at(self, t: int) -> list[int]:
+        import numpy as np
+
         n = len(self.groups)
         epoch, i = divmod(t, n)
-        perm = self._np.random.default_rng([self.seed, epoch]).permutation(n)
+        perm = np.random.default_rng([self.seed, epoch]).permutation(n)
         return self.groups[perm[i]]
 
-    def iterate(self, start: int):
-        """A function with mlx-lm's ``iterate_batches`` signature yielding micro-batches from ``start``."""
-
-        def iterate_batches(
-            dataset=None, batch_size=None, max_seq_length=None, loop=False, seed=None, comm_group=None
-        ):
-            rank, size = (comm_group.rank(), comm_group.size()) if comm_group is not None else (0, 1)
-            t = start
-            while True:
-                idx = self.group_at(t)[rank::size]
-                arrays, real, padded = self.make_batch([self.examples[j] for j in idx])
-                self.real_tokens[t + 1] = real * size
-                self.padded_tokens[t + 1] = padded * size
-                yield arrays
-                t += 1
-
-        return iterate_batches
+    def iterate(self, start: int, rank: int = 0, size: int = 1):
+        """Micro-batches ``start, start + 1, ...`` as ``(arrays, real, padded)``: this worker's rows
+        (every ``size``-th from ``rank``), the real tokens of the whole batch, its padded size."""
+        t = start
+        while True:
+            group = self.group_at(t)
+            arrays, _, padded = self.build([self.examples[j] for j in group[rank::size]])
+            yield arrays, sum(len(self.examples[j].tokens) for j in group), padded * size
+            t += 1
 
 
 def ordered_batches(examples, order: list[int], batch_size: int, build=make_batch):
-    """``iterate_batches`` yielding ``build``'s arrays for consecutive ``batch_size`` slices of
-    ``order``: every example once (the last batch may be short), split across ``comm_group``."""
+    """A function ``(rank=0, size=1) -> iterator`` of ``build``'s arrays for consecutive
+    ``batch_size`` slices of ``order``: every example once (the last batch may be short), each
+    worker taking every ``size``-th row from ``rank``."""
 
-    def iterate_batches(
-        dataset=None, batch_size=batch_size, max_seq_length=None, loop=False, seed=None, comm_group=None
-    ):
-        rank, size = (comm_group.rank(), comm_group.size()) if comm_group is not None else (0, 1)
+    def batches(rank: int = 0, size: int = 1):
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size][rank::size]
             if idx:
                 yield build([examples[j] for j in idx])[0]
 
-    return iterate_batches
+    return batches
 
 
 def eval_batches(examples: list[Example], batch_size: int):
-    """``iterate_batches`` for validation: length-sorted, every example once (last batch may be short)."""
+    """:func:`ordered_batches` for validation: length-sorted, every example once."""
     order = sorted(range(len(examples)), key=lambda i: (len(examples[i].tokens), i))
     return ordered_batches(examples, order, batch_size)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from mlx_tune import UserError, __version__, layout
+from mlx_tune import UserError, __version__, layout, train_config
 
 # Commands that run a model: on Linux they restart once with the system OpenBLAS (mlx_tune.cpu_blas).
 HEAVY_COMMANDS = {"train", "fuse", "bench", "demo", "tiny"}
@@ -399,79 +399,53 @@ def tiny_build(out, bits, seed, pretrain_steps, corpus, vocab_size, hidden_size,
 @click.option(
     "--phase",
     type=int,
-    help="Read data/phases/phaseN.yaml (train: section); data data/phaseN, adapters adapters/phaseN.",
+    help="Read the shipped phaseN.yaml (train: section); data data/phaseN, adapters adapters/phaseN.",
 )
-@click.option(
-    "--preset", help="Start from a preset: a name in data/phases/presets/ (qlora, coder7b) or tiny."
-)
+@click.option("--preset", help="Start from a preset: a shipped name (qlora, coder7b, tiny) or a YAML file.")
 @click.option(
     "-c", "--config", type=click.Path(), help="A YAML file of training settings (mlx-lm keys work)."
 )
-@click.option("--model", help="Base model: local mlx-lm model directory or Hugging Face repo id.")
-@click.option("--data", help="Directory with train.jsonl and valid.jsonl.")
-@click.option("--adapter-path", help="Output directory (adapters, metrics, summary, best/, checkpoints/).")
-@click.option("--iters", type=int, help="Training iterations (micro-batches).")
-@click.option("--epochs", type=float, help="Passes over the training set (instead of --iters).")
-@click.option("--batch-size", type=int, help="Examples per micro-batch.")
-@click.option("--learning-rate", type=float, help="Peak learning rate.")
-@click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), help="Schedule after warmup.")
-@click.option("--warmup", type=float, help="Warmup: ratio of updates if < 1, else number of updates.")
-@click.option("--fine-tune-type", type=click.Choice(["lora", "dora", "full"]), help="What to train.")
+@train_config.click_options
 @click.option(
-    "--train-embeddings/--no-train-embeddings",
+    "--resume",
+    is_flag=False,
+    flag_value="latest",
     default=None,
-    help="With full: also train embeddings, final norm and head (for a random base such as tiny).",
+    type=click.Choice(["latest", "auto"]),
+    help="Continue the newest checkpoint (to the same or a larger --iters/--epochs); "
+    "--resume auto: continue an interrupted run if there is one, else start fresh.",
 )
-@click.option("--rank", type=int, help="LoRA rank.")
-@click.option("--alpha", type=float, help="LoRA alpha (scale = alpha / rank).")
-@click.option("--scale", type=float, help="mlx-lm LoRA scale (instead of --alpha).")
-@click.option("--dropout", type=float, help="LoRA dropout.")
-@click.option(
-    "--target-modules", help="Comma-separated layers to adapt: q_proj,v_proj or self_attn.q_proj; all."
-)
-@click.option("--num-layers", type=int, help="Adapt the last N layers (-1: all).")
-@click.option(
-    "--mask-prompt/--no-mask-prompt", default=None, help="Train on assistant turns only (default on)."
-)
-@click.option("--grad-accumulation-steps", type=int, help="Micro-batches per optimizer update.")
-@click.option("--grad-checkpoint/--no-grad-checkpoint", default=None, help="Gradient checkpointing.")
-@click.option(
-    "--shared-prefix",
-    type=click.Choice(["auto", "off"]),
-    help="auto (default): run each batch's common system + tools prefix once (exact, faster) when "
-    "the model supports it; off: every row runs its full sequence.",
-)
-@click.option("--max-seq-length", type=int, help="Longest sequence in tokens.")
-@click.option("--long-sequences", type=click.Choice(["drop", "truncate"]), help="Examples over max length.")
-@click.option("--seed", type=int, help="Seed for initialisation, dropout and data order.")
-@click.option("--steps-per-report", type=int, help="Iterations between metrics rows.")
-@click.option("--steps-per-eval", type=int, help="Iterations between validations.")
-@click.option("--val-batches", type=int, help="Validation batches per evaluation (-1: all).")
-@click.option("--save-every", type=int, help="Iterations between resumable checkpoints.")
-@click.option("--early-stopping-patience", type=int, help="Stop after N evaluations without improvement.")
-@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in the adapter path.")
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty adapter folder (when the new run ends).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train_cmd(phase, preset, config, resume, quiet, **options) -> None:
-    """Train a LoRA / DoRA / full fine-tune on mlx-lm (in-process).
+def train_cmd(phase, preset, config, resume, overwrite, quiet, **options) -> None:
+    """Train a LoRA / DoRA / full fine-tune with mlx (in-process).
 
     Settings: defaults < --preset < phase YAML train: < -c config < options. Writes
     adapters.safetensors + adapter_config.json (loadable with mlx_lm.load(model, adapter_path=...)),
-    metrics.jsonl, summary.json, best/ and checkpoints/. Ctrl-C or SIGTERM saves a checkpoint and
+    metrics.jsonl, summary.json, best/ and checkpoints/, into ADAPTER.tmp-PID first, swapped in at
+    the end (an existing adapter stays whole until then). Ctrl-C or SIGTERM saves a checkpoint and
     exits 130 or 143; --resume goes on. A non-finite loss stops with an error, keeping the checkpoints.
+    Runs on several processes or Macs under `mlx.launch` (see the README).
     """
     from mlx_tune import train as train_mod
 
     settings = train_mod.resolve_settings(phase=phase, preset=preset, config=config, overrides=options)
     try:
-        summary = train_mod.train(settings, resume=resume, progress=not quiet)
+        summary = train_mod.train(
+            settings,
+            resume={None: False, "latest": True, "auto": "auto"}[resume],
+            overwrite=overwrite,
+            progress=not quiet,
+        )
     except KeyboardInterrupt as e:  # a second signal: stopped at once, the last periodic checkpoint stays
         click.echo("train: interrupted at once; resume from the last checkpoint with --resume", err=True)
         raise SystemExit(143 if getattr(e, "signal", None) == "SIGTERM" else 130) from None
     click.echo(train_mod.describe(summary))
     click.echo(f"adapter: {settings.adapter_path}")
     if summary["status"] == "interrupted":
+        where = f" in {summary['run_folder']}" if summary.get("run_folder") else ""
         click.echo(
-            f"train: interrupted at step {summary['step']}/{summary['iters']}; checkpoint saved, "
+            f"train: interrupted at step {summary['step']}/{summary['iters']}; checkpoint saved{where}, "
             "continue with --resume",
             err=True,
         )

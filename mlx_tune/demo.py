@@ -344,9 +344,10 @@ def _qlora_stages(s: DemoSettings, stage) -> None:
 
 
 def _train_completed(train, settings) -> None:
-    """Train; a run that stopped early by interrupt is not a finished stage (it is not stamped,
-    fused or benchmarked; the next run trains it again)."""
-    summary = train.train(settings)
+    """Train (replacing an older adapter only once the new one is whole); a run that stopped
+    early by interrupt is not a finished stage (it is not stamped, fused or benchmarked; the next
+    demo resumes it from its checkpoint)."""
+    summary = train.train(settings, resume="auto", overwrite=True)
     if summary.get("status") == "interrupted":
         raise KeyboardInterrupt
 

@@ -206,7 +206,8 @@ def computed_positions(subs) -> int:
 # ---------------------------------------------------------------- model support and loss
 
 
-def _cache_class():
+def cache_class():
+    """The cache a shared prefix is run into (its keys and values are then broadcast to the rows)."""
     from mlx_lm.models.cache import ConcatenateKVCache
 
     return ConcatenateKVCache
@@ -220,24 +221,19 @@ def make_prefix_loss(model):
 
     hidden, head = loss_head(model)
     n_layers = len(model.layers)
-    cache_class = _cache_class()
+    kv_cache = cache_class()
 
     def ce_sum(h, pos, targets, weights):
         logits = head(mx.take_along_axis(h, pos[..., None], axis=-2))
         return (nn.losses.cross_entropy(logits.astype(mx.float32), targets) * weights).sum()
 
     def loss(model, *subs):
-        if _mlx_lm_checkpointed(model):
-            raise RuntimeError(
-                "shared-prefix loss under mlx-lm's grad_checkpoint gives wrong gradients: "
-                "use mlx_tune.prefix.grad_checkpoint and TrainingArgs(grad_checkpoint=False)"
-            )
         total = mx.array(0.0)
         ntoks = mx.array(0.0)
         for prefix, p_pos, p_tgt, p_w, inputs, pos, targets, weights in subs:
             cache = None
             if prefix.shape[1]:
-                cache = [cache_class() for _ in range(n_layers)]
+                cache = [kv_cache() for _ in range(n_layers)]
                 hp = hidden(prefix, cache)
                 if p_pos.shape[0]:
                     total = total + ce_sum(hp[0], p_pos, p_tgt, p_w)
@@ -252,77 +248,6 @@ def make_prefix_loss(model):
         return total / ntoks, ntoks
 
     return loss
-
-
-def _is_mlx_lm_checkpoint(call) -> bool:
-    return getattr(call, "__module__", "") == "mlx_lm.tuner.trainer" and "grad_checkpoint" in getattr(
-        call, "__qualname__", ""
-    )
-
-
-def _mlx_lm_checkpointed(model) -> bool:
-    return bool(len(model.layers)) and _is_mlx_lm_checkpoint(type(model.layers[0]).__call__)
-
-
-def grad_checkpoint(layer) -> None:
-    """Recompute ``type(layer)``'s activations in the backward pass, keeping the shared prefix exact.
-
-    Use this instead of mlx-lm's ``grad_checkpoint`` (``TrainingArgs(grad_checkpoint=False)``).
-    mlx-lm's version hides the cache from ``mx.checkpoint``: the prefix's keys and values escape
-    the checkpointed call as a side effect and lose their gradient (measured: wrong updates).
-    Here a layer called with a shared-prefix cache gets the cached keys and values as explicit
-    inputs and returns the updated ones as outputs, so gradients flow through them; any other
-    call is checkpointed as mlx-lm does."""
-    import mlx.core as mx
-
-    cls = type(layer)
-    fn = cls.__call__
-    if _is_mlx_lm_checkpoint(fn) and "fn" in fn.__code__.co_freevars:
-        # mlx-lm's patch from an earlier run in this process: wrap the original call instead.
-        fn = fn.__closure__[fn.__code__.co_freevars.index("fn")].cell_contents
-    if fn is getattr(cls, "_mlx_tune_checkpointed", None):
-        cls.__call__ = fn
-        return
-    cache_class = _cache_class()
-
-    def checkpointed(self, *args, **kwargs):
-        where = [("a", i) for i, a in enumerate(args) if isinstance(a, cache_class)]
-        where += [("k", k) for k, v in kwargs.items() if isinstance(v, cache_class)]
-        cache = (args[where[0][1]] if where[0][0] == "a" else kwargs[where[0][1]]) if where else None
-
-        def call_with(c, a, kw):
-            a, kw = list(a), dict(kw)
-            if where:
-                if where[0][0] == "a":
-                    a[where[0][1]] = c
-                else:
-                    kw[where[0][1]] = c
-            return fn(self, *a, **kw)
-
-        if cache is None:
-
-            def inner(params, *a, **kw):
-                self.update(params)
-                return fn(self, *a, **kw)
-
-            return mx.checkpoint(inner)(self.trainable_parameters(), *args, **kwargs)
-
-        kv = [] if cache.keys is None else [cache.keys, cache.values]
-
-        def inner_kv(params, x, *kv):
-            self.update(params)
-            c = cache_class()
-            if kv:
-                c.state = tuple(kv)
-            out = call_with(c, (x, *args[1:]), kwargs)
-            return out, c.keys, c.values
-
-        out, cache.keys, cache.values = mx.checkpoint(inner_kv)(self.trainable_parameters(), args[0], *kv)
-        cache.offset = cache.keys.shape[-2]
-        return out
-
-    cls.__call__ = checkpointed
-    cls._mlx_tune_checkpointed = checkpointed
 
 
 def shared_prefix_support(model) -> str | None:
@@ -353,7 +278,7 @@ def shared_prefix_support(model) -> str | None:
     full = mx.array(np.concatenate([np.stack([prefix, prefix]), suffix], axis=1).astype(np.int32))
     try:
         want = hidden(full)[:, c:]
-        cache = [_cache_class()() for _ in caches]
+        cache = [cache_class()() for _ in caches]
         hidden(mx.array(prefix[None].astype(np.int32)), cache)
         for kv in cache:
             kv.keys = mx.broadcast_to(kv.keys, (2, *kv.keys.shape[1:]))

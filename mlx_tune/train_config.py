@@ -1,28 +1,48 @@
 """Training settings: the ``TrainSettings`` dataclass, presets, and how settings are resolved.
 
+Each field of :class:`TrainSettings` is a setting, described once: its type (a ``Literal`` lists the
+choices), its default, its range (``_check``) and its docstring. From them come the YAML keys
+(:data:`FIELDS`), the ``mlx-tune train`` options (:func:`click_options`) and the validation
+(:func:`validate_settings`); a new setting is one new field.
+
 Settings: defaults < preset < phase YAML ``train:`` < ``-c`` config < command-line options, all
 validated together (every problem in one ``UserError``).
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
+import inspect
 import math
+import re
 import sys
-from dataclasses import dataclass
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from mlx_tune import UserError, interchange, layout
 
 PRESETS_DIR = layout.PRESETS_DIR
-FINE_TUNE_TYPES = ("lora", "dora", "full")
-SCHEDULES = ("cosine", "constant")
-LONG_SEQUENCES = ("drop", "truncate")
-OPTIMIZERS = ("adam", "adamw")
-SHARED_PREFIX = ("auto", "off")
+
+# Ranges a numeric setting can be given (``_check``), each with the problem it reports.
+RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
+    "int>=1": (lambda v: _is_int(v) and v >= 1, "expected a positive integer"),
+    "int>=0": (lambda v: _is_int(v) and v >= 0, "expected an integer >= 0"),
+    "int>=1|-1": (lambda v: _is_int(v) and (v >= 1 or v == -1), "expected a positive integer or -1 (all)"),
+    "num>0": (lambda v: _is_num(v) and v > 0, "expected a finite positive number"),
+    "num>=0": (lambda v: _is_num(v) and v >= 0, "expected a finite number >= 0"),
+    "[0,1)": (lambda v: _is_num(v) and 0 <= v < 1, "expected a number in [0, 1)"),
+}
+
+
+def _check(default: Any, allowed: str) -> Any:
+    """A field whose value must be in the range ``allowed`` (a key of :data:`RANGES`)."""
+    return field(default=default, metadata={"range": allowed})
 
 
 @dataclass
@@ -35,71 +55,71 @@ class TrainSettings:
     """Directory with ``train.jsonl`` and ``valid.jsonl`` (records in mlx-lm's tools/chat format)."""
     adapter_path: str = "adapters"
     """Output directory for the adapter, metrics, summary, ``best/`` and ``checkpoints/``."""
-    fine_tune_type: str = "lora"
+    fine_tune_type: Literal["lora", "dora", "full"] = "lora"
     """``lora``, ``dora`` or ``full`` (full trains the last ``num_layers`` transformer layers)."""
     train_embeddings: bool = False
     """With ``full``: also train what sits outside the transformer layers (embeddings, final norm,
     output head). A randomly initialised base (the tiny model) needs it; a pretrained one rarely does."""
-    iters: int | None = None
+    iters: int | None = _check(None, "int>=1")
     """Training iterations (micro-batches). Give this or ``epochs``."""
-    epochs: float | None = None
+    epochs: float | None = _check(None, "num>0")
     """Passes over the training set; converted to iterations (``epochs * len(train) // batch_size``)."""
-    batch_size: int = 4
+    batch_size: int = _check(4, "int>=1")
     """Examples per micro-batch."""
-    learning_rate: float = 1e-5
+    learning_rate: float = _check(1e-5, "num>0")
     """Peak learning rate."""
-    schedule: str = "cosine"
-    """``cosine`` (decay to ``min_learning_rate`` after warmup) or ``constant`` (after warmup).
-    Configs and options call it ``lr_schedule`` (a name or mlx-lm's mapping); it is stored as
-    ``schedule`` because mlx-lm reads an ``adapter_config.json``'s ``lr_schedule`` as its mapping."""
+    schedule: Literal["cosine", "constant"] = field(default="cosine", metadata={"flag": "lr-schedule"})
+    """``cosine`` (decay to ``min_learning_rate`` after warmup) or ``constant`` (after warmup)."""
+    # Configs and options call it lr_schedule (a name or mlx-lm's mapping); it is stored as
+    # schedule because mlx-lm reads an adapter_config.json's lr_schedule as its mapping.
     warmup: float = 0.0
     """Linear warmup: a ratio of the optimizer updates if below 1, else a number of updates."""
-    min_learning_rate: float = 0.0
+    min_learning_rate: float = _check(0.0, "num>=0")
     """Final learning rate of the cosine schedule."""
-    optimizer: str = "adam"
+    optimizer: Literal["adam", "adamw"] = "adam"
     """``adam`` or ``adamw``."""
-    weight_decay: float = 0.0
+    weight_decay: float = _check(0.0, "num>=0")
     """AdamW weight decay (``adamw`` only)."""
-    rank: int = 8
+    rank: int = _check(8, "int>=1")
     """LoRA rank."""
-    alpha: float | None = None
+    alpha: float | None = _check(None, "num>0")
     """LoRA alpha (PEFT style); the scale is ``alpha / rank``. Give alpha or scale, not both."""
-    scale: float | None = None
+    scale: float | None = _check(None, "num>0")
     """mlx-lm's LoRA scale (default 20.0 when neither alpha nor scale is given)."""
-    dropout: float = 0.0
+    dropout: float = _check(0.0, "[0,1)")
     """LoRA dropout."""
     target_modules: list[str] | str | None = None
     """Linear layers to adapt: PEFT names (``q_proj``) or mlx-lm keys (``self_attn.q_proj``);
     ``all`` or unset adapts every linear layer of the transformer blocks."""
-    num_layers: int = 16
+    num_layers: int = _check(16, "int>=1|-1")
     """Adapt (or, for full, train) the last N transformer layers; -1 means all."""
     mask_prompt: bool = True
     """Train only on assistant tokens (every assistant turn); off trains on the whole text."""
-    grad_accumulation_steps: int = 1
+    grad_accumulation_steps: int = _check(1, "int>=1")
     """Micro-batches per optimizer update."""
     grad_checkpoint: bool = False
     """Recompute activations in the backward pass to save memory."""
-    shared_prefix: str = "auto"
+    shared_prefix: Literal["auto", "off"] = "auto"
     """``auto``: run each batch's shared token prefix (system prompt + tools) once and broadcast its
     cache to the rows (exact; :mod:`mlx_tune.prefix`) when the model supports it; ``off``: the plain
     full-sequence path."""
-    max_seq_length: int = 2048
+    max_seq_length: int = _check(2048, "int>=1")
     """Longest sequence in tokens; longer examples are dropped or truncated (``long_sequences``)."""
-    long_sequences: str = "drop"
+    long_sequences: Literal["drop", "truncate"] = "drop"
     """What to do with examples longer than ``max_seq_length``: ``drop`` or ``truncate``."""
-    seed: int = 0
+    seed: int = _check(0, "int>=0")
     """Seed for adapter initialisation, dropout and data order."""
-    steps_per_report: int = 10
+    steps_per_report: int = _check(10, "int>=1")
     """Iterations between rows of ``metrics.jsonl``."""
-    steps_per_eval: int = 50
+    steps_per_eval: int = _check(50, "int>=1")
     """Iterations between validation runs (also at the start and the end)."""
-    val_batches: int = -1
+    val_batches: int = _check(-1, "int>=1|-1")
     """Validation batches per evaluation; -1 uses the whole validation set."""
-    save_every: int = 100
+    save_every: int = _check(100, "int>=1")
     """Iterations between resumable checkpoints (rounded up to whole optimizer updates)."""
-    early_stopping_patience: int = 0
+    early_stopping_patience: int = _check(0, "int>=0")
     """Stop after this many evaluations without a lower val loss; 0 never stops early."""
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = _check(2, "int>=1")
     """How many checkpoints to keep in ``checkpoints/``."""
 
     @property
@@ -114,6 +134,64 @@ class TrainSettings:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainSettings)}
+
+
+@functools.cache
+def field_types() -> dict[str, Any]:
+    """Each field's resolved type (``Literal[...]``, ``int | None`` ...)."""
+    return typing.get_type_hints(TrainSettings)
+
+
+def choices(name: str) -> tuple | None:
+    """The values a ``Literal`` field allows, else ``None``."""
+    t = field_types()[name]
+    return typing.get_args(t) if typing.get_origin(t) is Literal else None
+
+
+@functools.cache
+def field_docs() -> dict[str, str]:
+    """Each field's docstring (the string literal after it in the class body), on one line."""
+    try:
+        tree = ast.parse(inspect.getsource(TrainSettings))
+    except (OSError, TypeError):  # no source (a frozen build): options without help
+        return {}
+    body = tree.body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:], strict=False):
+        if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr):
+            if isinstance(after.value, ast.Constant) and isinstance(after.value.value, str):
+                text = re.sub(r":\w+:`([^`]*)`", r"\1", after.value.value).replace("``", "")
+                docs[node.target.id] = " ".join(text.split())
+    return docs
+
+
+def option_name(name: str) -> str:
+    """The command-line option of a field (``--learning-rate``; ``--lr-schedule`` for ``schedule``)."""
+    return "--" + FIELDS[name].metadata.get("flag", name.replace("_", "-"))
+
+
+def click_options(command):
+    """Decorate a click command with one option per :class:`TrainSettings` field (default ``None``:
+    unset options leave the other layers' values)."""
+    import click
+
+    for name in reversed(list(FIELDS)):
+        t = field_types()[name]
+        flag = option_name(name)
+        kw: dict[str, Any] = {"default": None, "help": field_docs().get(name, "")}
+        args = [a for a in typing.get_args(t) if a is not type(None)] or [t]
+        if t is bool:
+            decls = [f"{flag}/--no-{flag[2:]}"]
+        else:
+            decls = [flag]
+            if choices(name):
+                kw["type"] = click.Choice(choices(name))
+            elif args[0] in (int, float):
+                kw["type"] = args[0]
+            else:
+                kw["type"] = str
+        command = click.option(*decls, name, **kw)(command)
+    return command
 
 
 # ---------------------------------------------------------------- settings
@@ -234,77 +312,52 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _label(name: str) -> str:
+    """How problems name a field: the name configs and options use (``lr_schedule`` for ``schedule``)."""
+    return FIELDS[name].metadata.get("flag", name).replace("-", "_")
+
+
+def field_problem(name: str, value: Any) -> str | None:
+    """What is wrong with one field's value by its type and range alone, or ``None``."""
+    t = field_types()[name]
+    if value is None and type(None) in typing.get_args(t):
+        return None
+    label = _label(name)
+    allowed = choices(name)
+    if allowed is not None:
+        return None if value in allowed else f"{label}: {value!r} is not one of {', '.join(allowed)}"
+    if t is bool:
+        return None if isinstance(value, bool) else f"{label}: expected true or false, got {value!r}"
+    if "range" in FIELDS[name].metadata:
+        ok, expected = RANGES[FIELDS[name].metadata["range"]]
+        return None if ok(value) else f"{label}: {expected}, got {value!r}"
+    return None
+
+
 def validate_settings(s: TrainSettings) -> list[str]:
-    """Every problem with a settings object, each naming the setting."""
-    p: list[str] = []
+    """Every problem with a settings object, each naming the setting: each field's type and range
+    (:func:`field_problem`), then the rules between fields."""
+    p = [msg for name in FIELDS if (msg := field_problem(name, getattr(s, name)))]
     if not s.model:
         p.append("model: required (a local model directory or a Hugging Face repo id)")
     if not s.data:
         p.append("data: required (a directory with train.jsonl and valid.jsonl)")
-    if s.fine_tune_type not in FINE_TUNE_TYPES:
-        p.append(f"fine_tune_type: {s.fine_tune_type!r} is not one of {', '.join(FINE_TUNE_TYPES)}")
     if s.iters is None and s.epochs is None:
         p.append("iters: give iters or epochs")
-    if s.iters is not None and (not _is_int(s.iters) or s.iters < 1):
-        p.append(f"iters: expected a positive integer, got {s.iters!r}")
-    if s.epochs is not None and (not _is_num(s.epochs) or s.epochs <= 0):
-        p.append(f"epochs: expected a finite positive number, got {s.epochs!r}")
-    for name in ("batch_size", "rank", "max_seq_length", "steps_per_report", "steps_per_eval", "save_every"):
-        v = getattr(s, name)
-        if not _is_int(v) or v < 1:
-            p.append(f"{name}: expected a positive integer, got {v!r}")
-    if not _is_int(s.grad_accumulation_steps) or s.grad_accumulation_steps < 1:
-        p.append(f"grad_accumulation_steps: expected a positive integer, got {s.grad_accumulation_steps!r}")
-    if not _is_int(s.num_layers) or (s.num_layers < 1 and s.num_layers != -1):
-        p.append(f"num_layers: expected a positive integer or -1 (all), got {s.num_layers!r}")
-    if not _is_num(s.learning_rate) or s.learning_rate <= 0:
-        p.append(f"learning_rate: expected a finite positive number, got {s.learning_rate!r}")
-    if not _is_num(s.min_learning_rate) or s.min_learning_rate < 0:
-        p.append(f"min_learning_rate: expected a finite number >= 0, got {s.min_learning_rate!r}")
-    elif _is_num(s.learning_rate) and s.min_learning_rate > s.learning_rate:
+    if _is_num(s.learning_rate) and _is_num(s.min_learning_rate) and s.min_learning_rate > s.learning_rate:
         p.append("min_learning_rate: larger than learning_rate")
-    if s.schedule not in SCHEDULES:
-        p.append(f"lr_schedule: {s.schedule!r} is not one of {', '.join(SCHEDULES)}")
     if not _is_num(s.warmup) or s.warmup < 0 or (s.warmup >= 1 and not float(s.warmup).is_integer()):
         p.append(f"warmup: expected a ratio in [0, 1) or a whole number of steps, got {s.warmup!r}")
-    if s.optimizer not in OPTIMIZERS:
-        p.append(f"optimizer: {s.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
-    if not _is_num(s.weight_decay) or s.weight_decay < 0:
-        p.append(f"weight_decay: expected a finite number >= 0, got {s.weight_decay!r}")
-    elif s.weight_decay and s.optimizer != "adamw":
+    if _is_num(s.weight_decay) and s.weight_decay and s.optimizer != "adamw":
         p.append("weight_decay: only used by optimizer adamw")
     if s.alpha is not None and s.scale is not None:
         p.append("alpha: give alpha (scale = alpha / rank) or scale, not both")
-    if s.alpha is not None and (not _is_num(s.alpha) or s.alpha <= 0):
-        p.append(f"alpha: expected a finite positive number, got {s.alpha!r}")
-    if s.scale is not None and (not _is_num(s.scale) or s.scale <= 0):
-        p.append(f"scale: expected a finite positive number, got {s.scale!r}")
-    if not _is_num(s.dropout) or not 0 <= s.dropout < 1:
-        p.append(f"dropout: expected a number in [0, 1), got {s.dropout!r}")
     tm = s.target_modules
     if tm is not None and not isinstance(tm, str):
         if not isinstance(tm, list) or not tm or not all(isinstance(x, str) and x for x in tm):
             p.append(f"target_modules: expected a list of layer names or 'all', got {tm!r}")
     if s.fine_tune_type == "full" and tm not in (None, "all"):
         p.append("target_modules: not used by fine_tune_type full (it trains whole layers)")
-    if not isinstance(s.train_embeddings, bool):
-        p.append(f"train_embeddings: expected true or false, got {s.train_embeddings!r}")
-    elif s.train_embeddings and s.fine_tune_type != "full":
+    if s.train_embeddings is True and s.fine_tune_type != "full":
         p.append("train_embeddings: only with fine_tune_type full (LoRA adapters cover linear layers)")
-    if not isinstance(s.mask_prompt, bool):
-        p.append(f"mask_prompt: expected true or false, got {s.mask_prompt!r}")
-    if not isinstance(s.grad_checkpoint, bool):
-        p.append(f"grad_checkpoint: expected true or false, got {s.grad_checkpoint!r}")
-    if s.shared_prefix not in SHARED_PREFIX:
-        p.append(f"shared_prefix: {s.shared_prefix!r} is not one of {', '.join(SHARED_PREFIX)}")
-    if s.long_sequences not in LONG_SEQUENCES:
-        p.append(f"long_sequences: {s.long_sequences!r} is not one of {', '.join(LONG_SEQUENCES)}")
-    for name in ("seed", "early_stopping_patience"):
-        v = getattr(s, name)
-        if not _is_int(v) or v < 0:
-            p.append(f"{name}: expected an integer >= 0, got {v!r}")
-    if not _is_int(s.val_batches) or (s.val_batches < 1 and s.val_batches != -1):
-        p.append(f"val_batches: expected a positive integer or -1 (all), got {s.val_batches!r}")
-    if not _is_int(s.keep_checkpoints) or s.keep_checkpoints < 1:
-        p.append(f"keep_checkpoints: expected a positive integer, got {s.keep_checkpoints!r}")
     return p

@@ -3,8 +3,6 @@ plain full-sequence, full-logits computation."""
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 
 from mlx_tune import prefix, train
@@ -75,92 +73,67 @@ def test_loss_and_every_gradient_equal_the_plain_path(lora, mask_prompt, rows):
     assert_close(want[2], got[2])
 
 
-@contextlib.contextmanager
-def restored_layer_call(model):
-    """Gradient checkpointing patches the layer class; undo it so other tests run unpatched."""
-    cls = type(model.layers[0])
-    saved = cls.__dict__["__call__"]
-    try:
-        yield
-    finally:
-        cls.__call__ = saved
-
-
 def run_trainer(model, weights, exs, shared: bool, checkpoint: bool):
-    """Four SGD steps of mlx-lm's compiled trainer (two updates, grad accumulation 2); the adapter."""
+    """Four SGD steps of the compiled training step (two updates, grad accumulation 2); the adapter."""
     import mlx.optimizers as optim
     from mlx.utils import tree_flatten, tree_unflatten
-    from mlx_lm.tuner.trainer import TrainingArgs
-    from mlx_lm.tuner.trainer import train as mlx_train
+
+    from mlx_tune.grad_checkpoint import checkpointed_layers
+    from mlx_tune.loop import make_step
 
     model.update(tree_unflatten(list(weights.items())))
     make = prefix.make_prefix_batch if shared else train.make_batch
     batches = [make([exs[i] for i in g])[0] for g in ([0, 1, 2], [9, 10, 3], [4, 5, 6], [11, 7, 8])]
     loss = prefix.make_prefix_loss(model) if shared else train.make_loss(model)
-    if checkpoint:
-        prefix.grad_checkpoint(model.layers[0])
-    args = TrainingArgs(
-        batch_size=3,
-        iters=4,
-        steps_per_report=10,
-        steps_per_eval=100,
-        steps_per_save=100,
-        grad_accumulation_steps=2,
-        adapter_file="/dev/null",
-    )
-    with train._quiet_mlx_lm_ui():
-        mlx_train(
-            model=model,
-            optimizer=optim.SGD(learning_rate=0.5),
-            train_dataset=exs,
-            args=args,
-            loss=loss,
-            iterate_batches=lambda **kw: iter(batches),
-        )
+    with checkpointed_layers(model, checkpoint):
+        step, state = make_step(model, optim.SGD(learning_rate=0.5), loss, accum=2, workers=1)
+        grads = None
+        for i, batch in enumerate(batches, 1):
+            _, grads = step(batch, grads, i % 2 == 0)
+            mx.eval(state, grads)
+        wrapped = type(model.layers[0]).__name__
     out = dict(tree_flatten(model.trainable_parameters()))
     model.update(tree_unflatten(list(weights.items())))
-    return out
+    return out, wrapped
 
 
-def test_compiled_trainer_updates_match_with_and_without_checkpointing(lora):
+def test_compiled_step_updates_match_with_and_without_checkpointing(lora):
+    from mlx_lm.models.qwen2 import TransformerBlock
+
     model, tokenizer, weights = lora
+    call = TransformerBlock.__call__
     exs = examples(tokenizer, True)
-    plain = run_trainer(model, weights, exs, shared=False, checkpoint=False)
+    plain, _ = run_trainer(model, weights, exs, shared=False, checkpoint=False)
     moved = {k: plain[k] - weights[k] for k in plain}
     assert_close(
-        moved, {k: run_trainer(model, weights, exs, True, False)[k] - weights[k] for k in plain}, 1e-4
+        moved, {k: run_trainer(model, weights, exs, True, False)[0][k] - weights[k] for k in plain}, 1e-4
     )
-    with restored_layer_call(model):
-        ckpt = run_trainer(model, weights, exs, shared=True, checkpoint=True)
-        assert type(model.layers[0]).__call__.__name__ == "checkpointed"
+    ckpt, wrapped = run_trainer(model, weights, exs, shared=True, checkpoint=True)
+    assert wrapped == "Checkpointed"
     assert_close(moved, {k: ckpt[k] - weights[k] for k in plain}, 1e-4)
+    # The wrapping ends with the block; no class was changed.
+    assert type(model.layers[0]) is TransformerBlock and TransformerBlock.__call__ is call
 
 
-def test_mlx_lm_checkpointing_is_refused(lora):
-    from mlx_lm.tuner.trainer import grad_checkpoint
+def test_checkpointed_layers_keep_parameter_names(lora):
+    from mlx.utils import tree_flatten
 
-    model, tokenizer, _ = lora
-    subs = prefix.make_prefix_batch(examples(tokenizer, True)[:2])[0]
-    with restored_layer_call(model):
-        grad_checkpoint(model.layers[0])
-        with pytest.raises(RuntimeError, match="prefix.grad_checkpoint"):
-            prefix.make_prefix_loss(model)(model, *subs)
-        # Ours replaces mlx-lm's patch (wrapping the original call) and then works.
-        prefix.grad_checkpoint(model.layers[0])
-        value, ntoks = prefix.make_prefix_loss(model)(model, *subs)
-        assert ntoks.item() > 0 and value.item() > 0
+    from mlx_tune.grad_checkpoint import checkpointed_layers
+
+    model, _, _ = lora
+    names = [k for k, _ in tree_flatten(model.trainable_parameters())]
+    with checkpointed_layers(model):
+        assert [k for k, _ in tree_flatten(model.trainable_parameters())] == names
+    assert [k for k, _ in tree_flatten(model.trainable_parameters())] == names
 
 
 def test_validation_loss_is_the_same_through_evaluate(lora):
-    from mlx_lm.tuner.trainer import evaluate
+    from mlx_tune.loop import evaluate
 
     model, tokenizer, _ = lora
     exs = examples(tokenizer, True)
-    args = dict(model=model, dataset=exs, batch_size=4, num_batches=-1, max_seq_length=4096)
-    want = evaluate(**args, loss=train.make_loss(model), iterate_batches=train.eval_batches(exs, 4))
-    got = evaluate(
-        **args, loss=prefix.make_prefix_loss(model), iterate_batches=prefix.prefix_eval_batches(exs, 4)
-    )
+    want = evaluate(model, train.make_loss(model), train.eval_batches(exs, 4)())
+    got = evaluate(model, prefix.make_prefix_loss(model), prefix.prefix_eval_batches(exs, 4)())
     assert got == pytest.approx(want, rel=1e-5)
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from mlx_tune import UserError, fileio
+from mlx_tune import UserError, fileio, layout
 from mlx_tune.cli import main
 from mlx_tune.train import resolve_settings, tokenize_record, train
 from tests.conftest import make_records, write_data
@@ -205,9 +204,7 @@ def test_shipped_phase_yaml_resolves(phase):
     assert s.data == f"data/phase{phase}" and s.adapter_path == f"adapters/phase{phase}"
 
 
-@pytest.mark.parametrize(
-    "preset", sorted(p.stem for p in Path("data/phases/presets").glob("*.yaml")) + ["tiny"]
-)
+@pytest.mark.parametrize("preset", layout.preset_names())
 def test_presets_validate(preset):
     s = resolve_settings(preset=preset, overrides={"model": "m", "data": "d"})
     if preset == "qlora":

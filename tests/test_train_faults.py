@@ -98,7 +98,7 @@ def test_yaml_non_finite_numbers_are_reported_with_the_cli_ones(tmp_path):
 
 def _nan_after(updates: int):
     """``make_optimizer`` whose learning rate turns nan from the optimizer update ``updates`` on
-    (the schedule runs inside mlx-lm's compiled step, so a Python counter could not do this)."""
+    (the schedule runs inside the compiled step, so a Python counter could not do this)."""
     real = train_mod.make_optimizer
 
     def make(s, total_updates):
@@ -201,8 +201,11 @@ def test_signal_to_a_training_process_checkpoints_then_exits(tiny_model, data_di
         [sys.executable, "-c", code_line, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
-        metrics = out / "metrics.jsonl"
-        started = _wait_for(lambda: metrics.is_file() and len(fileio.read_jsonl(metrics)) >= 2, proc, 300)
+
+        def started_training() -> bool:  # metrics of a running job are in its staging folder
+            return any(len(fileio.read_jsonl(m)) >= 2 for m in tmp_path.glob("run.tmp-*/metrics.jsonl"))
+
+        started = _wait_for(started_training, proc, 300)
         assert started, proc.communicate(timeout=30)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
@@ -221,7 +224,7 @@ def test_first_signal_asks_for_a_stop_and_a_second_stops_at_once(sig):
     flag: dict = {}
     before = signal.getsignal(sig)
     with pytest.raises(train_mod.Interrupted) as e:
-        with train_mod._signals_to_flag(flag):
+        with train_mod.signals_to_flag(flag):
             os.kill(os.getpid(), sig)
             time.sleep(0.01)  # the handler runs in the main thread between bytecodes
             assert flag == {"stop": True, "signal": sig.name}
@@ -229,3 +232,27 @@ def test_first_signal_asks_for_a_stop_and_a_second_stops_at_once(sig):
             time.sleep(1)
     assert e.value.signal == sig.name
     assert signal.getsignal(sig) == before  # the previous handler is back
+
+
+def test_every_setting_is_a_train_option_with_its_help_and_choices():
+    params = {p.name: p for p in main.commands["train"].params}
+    for name in FIELDS:
+        assert name in params and params[name].help, name
+    assert params["schedule"].opts == ["--lr-schedule"]
+    assert list(params["optimizer"].type.choices) == ["adam", "adamw"]
+    r = CliRunner().invoke(
+        main, ["train", "--model", "m", "--data", "d", "--iters", "2", "--optimizer", "sgd"]
+    )
+    assert r.exit_code == 2 and "'sgd' is not one of 'adam', 'adamw'" in r.output
+    r = CliRunner().invoke(
+        main,
+        ["train", "--model", "m", "--data", "d", "--iters", "2", "--keep-checkpoints", "0"]
+        + ["--weight-decay", "0.1", "--min-learning-rate", "1"],
+    )
+    assert r.exit_code == 1 and "3 problems in settings" in r.output
+    for problem in (
+        "keep_checkpoints: expected a positive integer, got 0",
+        "weight_decay: only used by optimizer adamw",
+        "min_learning_rate: larger than learning_rate",
+    ):
+        assert problem in r.output
