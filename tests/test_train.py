@@ -259,7 +259,7 @@ def test_cli_bad_inputs(tmp_path, tiny_model):
     r = runner.invoke(
         main, ["train", "--model", str(tmp_path / "missing"), "--data", str(good), "--iters", "2"]
     )
-    assert r.exit_code == 1 and "Error: model:" in r.output and "missing does not exist" in r.output
+    assert r.exit_code == 1 and "Error: --model:" in r.output and "missing does not exist" in r.output
     r = runner.invoke(main, ["train", "--model", "m", "--data", "d", "--iters", "2", "--epochs", "1"])
     assert r.exit_code == 1 and "iters and epochs both given" in r.output
     r = runner.invoke(
