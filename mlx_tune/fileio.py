@@ -97,7 +97,7 @@ def temp_dir(parent: str | os.PathLike, name: str, suffix: str = ".tmp") -> Path
     with contextlib.suppress(OSError):
         for entry in os.scandir(parent):
             m = stale.fullmatch(entry.name)
-            if m and not _running(int(m.group(1))):
+            if m and not process_running(int(m.group(1))):
                 # Killed between the two renames of _swap_in: the previous version sits in the dead
                 # writer's folder and nothing is at its place; put it back before cleaning up.
                 old = Path(entry.path) / f"{name}.old"
@@ -108,7 +108,7 @@ def temp_dir(parent: str | os.PathLike, name: str, suffix: str = ".tmp") -> Path
     return Path(tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}.", suffix=suffix, dir=parent))
 
 
-def _running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
     """Whether process ``pid`` exists (a process of another user counts)."""
     if pid == os.getpid():
         return True

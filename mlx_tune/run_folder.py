@@ -43,18 +43,6 @@ def stage_of(out: Path, pid: int | None = None) -> Path:
     return out.parent / f"{out.name}.tmp-{os.getpid() if pid is None else pid}"
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
 def _siblings(out: Path, kind: str) -> list[tuple[Path, int]]:
     """``<out>.<kind>-<pid>`` folders next to ``out``, with their pids."""
     pattern = re.compile(re.escape(out.name) + rf"\.{kind}-(\d+)")
@@ -80,11 +68,11 @@ def plan(out: Path, resume: bool | str, overwrite: bool, rank0: bool = True) -> 
     if out.exists() and not out.is_dir():
         raise UserError(f"adapter_path: {out} is a file (give a folder for the adapter)")
     if rank0:  # other workers start after rank 0 has made its stage; only rank 0 writes
-        live = [pid for _, pid in _siblings(out, "tmp") if _alive(pid) and pid != os.getpid()]
+        live = [pid for _, pid in _siblings(out, "tmp") if fileio.process_running(pid) and pid != os.getpid()]
         if live:
             raise UserError(f"adapter_path: another training run (pid {live[0]}) is writing {out}")
     found = []  # (state.json's time, checkpoint, folder)
-    dead = [p for p, pid in _siblings(out, "tmp") if not _alive(pid)]
+    dead = [p for p, pid in _siblings(out, "tmp") if not fileio.process_running(pid)]
     for folder in [*dead, out]:
         ckpt = latest_checkpoint(folder)
         if ckpt is not None and (folder != out or resume is True or not _finished(out)):
@@ -115,7 +103,7 @@ def materialize(p: Plan) -> Path:
     else:
         os.replace(p.source, stage)
     for folder, pid in _siblings(p.out, "tmp") + _siblings(p.out, "old"):
-        if not _alive(pid) and (folder.name.endswith(f".tmp-{pid}") or p.out.exists()):
+        if not fileio.process_running(pid) and (folder.name.endswith(f".tmp-{pid}") or p.out.exists()):
             fileio._rmtree(folder)
     return stage
 
