@@ -201,6 +201,7 @@ def run_demo(s: DemoSettings) -> dict:
                 "repos": s.repos,
                 "packages": list(s.packages),
                 "iters": s.iters,
+                "pretrain_steps": s.pretrain_steps if tiny else None,
                 "limit": s.limit,
             },
             "total_seconds": round(total, 1),
