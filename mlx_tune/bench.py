@@ -1,10 +1,10 @@
 """Benchmark models side by side: ``python -m mlx_tune.bench`` (also ``mlx-tune bench``).
 
 For each model (a base folder or Hugging Face id, ``BASE@ADAPTER_DIR`` for a LoRA adapter on its
-base, or a fused folder) it measures load time (median over fresh processes), prompt and
-generation tokens/s, latency per query, peak memory, size on disk, adapter size and trainable
-parameters, accuracy on one held-out query set (see :mod:`mlx_tune.metrics`) and answer-token
-perplexity. Every accuracy figure carries a 95% interval, and the baselines of
+base, or a fused folder) :mod:`mlx_tune.bench_model` measures load time (median over fresh
+processes), prompt and generation tokens/s, latency per query, peak memory, size on disk, adapter
+size and trainable parameters, accuracy on one held-out query set (see :mod:`mlx_tune.metrics`)
+and answer-token perplexity. Every accuracy figure carries a 95% interval, and the baselines of
 :mod:`mlx_tune.baselines` (never call, always ``grep "."``, a keyword program) are scored on the
 same queries as rows of the same table (``kind: baseline``). It writes ``results.json``,
 ``results.md``, ``chart.png``, ``bench.log`` and ``predictions/<name>.jsonl``, all published
@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import statistics
 import time
 import traceback
 from pathlib import Path
@@ -44,7 +43,8 @@ from mlx_tune.bench_inputs import (  # noqa: F401  (re-exported: public here too
     phase_base_model,
     project_models,
 )
-from mlx_tune.bench_measure import machine_info, measure_load_time, model_sizes, p95
+from mlx_tune.bench_measure import machine_info
+from mlx_tune.bench_model import DEFAULT_AGENT_STEPS, benchmark_model
 from mlx_tune.bench_report import ACCURACY_KEYS, format_table, redraw  # noqa: F401  (ACCURACY_KEYS: public)
 from mlx_tune.bench_score import (
     AGENT_KEYS,
@@ -56,122 +56,17 @@ from mlx_tune.bench_score import (
     fused_agreement,
     named_roots,
     score_predictions,
-    scored_fields,
     staged_output,
     versions,
     write_outputs,
-    write_predictions,
 )
 from mlx_tune.fileio import sha256_file
 
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_BATCH_SIZE = 32
-DEFAULT_AGENT_STEPS = 3
 
 log = logging.getLogger("mlx_tune.bench")
 log.propagate = False  # bench.log gets the details; the console gets the table
-
-
-def benchmark_model(
-    name: str,
-    spec: str,
-    queries: list[dict],
-    out_dir: Path,
-    *,
-    repeats: int,
-    max_tokens: int,
-    batch_size: int,
-    progress: bool,
-    score_kw: dict | None = None,
-    agent_steps: int = DEFAULT_AGENT_STEPS,
-) -> dict:
-    """Measure one model, writing its predictions into ``out_dir`` (the staging folder);
-    raises on failure (the caller records the error). ``score_kw`` goes to ``metrics.score``;
-    ``agent_steps`` is the agent loop's call limit (0: no agent loop)."""
-    import mlx.core as mx
-
-    from mlx_tune import evaluate, model_spec
-
-    model_spec.check_spec(spec)  # a clear error before anything is measured
-    entry: dict[str, Any] = {"name": name, "kind": "model", "spec": spec}
-    entry.update(model_sizes(spec))
-    mx.clear_cache()
-    mx.reset_peak_memory()
-    model, tokenizer = model_spec.load_model(spec)  # fails fast on a bad spec or a mismatched adapter
-    log.info("%s: loaded %s", name, spec)
-    gen = evaluate.generate_batched(
-        model, tokenizer, queries, max_tokens=max_tokens, batch_size=batch_size, progress=progress
-    )
-    ppl = evaluate.perplexity(model, tokenizer, queries)
-    agent_run = _agent(model, tokenizer, queries, gen, max_tokens, batch_size, agent_steps, score_kw or {})
-    entry["peak_memory_gb"] = mx.get_peak_memory() / 1e9
-    del model, tokenizer
-    mx.clear_cache()
-    success = agent_run["success"] if agent_run else None
-    scored = metrics.score(queries, gen.texts, trajectory_success=success, **(score_kw or {}))
-    load_times = measure_load_time(spec, repeats) if repeats > 0 else []
-    entry.update(
-        {
-            "load_time_s": statistics.median(load_times) if load_times else None,
-            "load_times_s": load_times,
-            "prompt_tps": gen.prompt_tps,
-            "generation_tps": gen.generation_tps,
-            "latency_s_mean": statistics.fmean(gen.latencies),
-            "latency_s_p95": p95(gen.latencies),
-            "eval_wall_s": gen.wall_time,
-            "prompt_tokens": gen.prompt_tokens,
-            "shared_prefix_tokens": gen.prefix_tokens,
-            "generation_tokens": gen.generation_tokens,
-            "stopped_broken_calls": sum(gen.stopped_broken),
-            "perplexity": ppl,
-            **scored_fields(scored),
-            **dict.fromkeys(AGENT_KEYS),
-            "error": None,
-        }
-    )
-    extra: dict[int, dict] = {i: {"stopped_early": True} for i, s in enumerate(gen.stopped_broken) if s}
-    if agent_run:
-        entry.update(
-            {
-                "agent_wall_s": agent_run["wall_time"],
-                "agent_mean_steps": agent_run["mean_steps"],
-                "agent_tool_errors": agent_run["tool_errors"],
-                "agent_step_limit_hits": agent_run["step_limit_hits"],
-            }
-        )
-        for i, r in enumerate(agent_run["results"]):
-            extra.setdefault(i, {}).update(
-                {"agent_final": r.final, "agent_steps": r.steps, "agent_success": agent_run["success"][i]}
-            )
-    write_predictions(out_dir, name, gen.texts, scored, extra)
-    return entry
-
-
-def _agent(model, tokenizer, queries, gen, max_tokens, batch_size, max_steps, score_kw) -> dict | None:
-    """The agent loop (:mod:`mlx_tune.agent`) on ``queries``, its first round taken from the
-    single-turn answers ``gen`` (the same prompts, greedy: the same texts), so only the rounds after
-    a tool call are decoded again. ``None`` when ``max_steps`` is 0."""
-    from mlx_tune import agent
-
-    if max_steps <= 0:
-        return None
-    first = [gen]
-    batched = agent.batched_generator(model, tokenizer, max_tokens=max_tokens, batch_size=batch_size)
-
-    def generate(convs: list[dict]):
-        return first.pop() if first else batched(convs)
-
-    def root_of(record: dict):
-        return metrics.repo_root(record, **{k: v for k, v in score_kw.items() if k != "timeout_s"})
-
-    tic = time.perf_counter()
-    run = agent.run_agent(queries, root_of, generate, max_steps=max_steps)
-    summary = agent.summarize(queries, run, root_of)
-    # Round 1 was the single-turn decode: its time is in eval_wall_s, not the loop's.
-    summary["wall_time"] = time.perf_counter() - tic
-    summary["results"] = run.results
-    log.info("agent loop: %s", {k: v for k, v in summary.items() if k not in ("success", "results")})
-    return summary
 
 
 def run_benchmark(

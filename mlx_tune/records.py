@@ -123,9 +123,9 @@ def trajectory_record(
     meta: dict,
     fmt: str = "tools",
 ) -> dict:
-    """A record of one or more ``(tool, arguments, output)`` steps, each call followed by a
-    ``tool`` message with its ``output``, then the final ``answer``. A single step with output
-    and answer ``None`` is a call-only record (the plan's format)."""
+    """A record of ``(tool, arguments, output)`` steps, each call followed by a ``tool`` message
+    with its ``output``, then the final ``answer``. A single step with output and answer ``None``
+    is a call-only record (the plan's format); no steps and an answer is a direct record."""
     turns: list[dict] = []
     for i, (tool, arguments, output) in enumerate(steps):
         turns.append(call_message(tool, arguments, fmt, f"call_{i}"))
@@ -154,10 +154,7 @@ def tool_message(tool: str, output: str, call_id: str = "call_0", fmt: str = "to
 
 def direct_record(question: str, answer: str, meta: dict, fmt: str = "tools") -> dict:
     """A record whose answer is plain text, no tool call."""
-    assistant = {"role": "assistant", "content": answer}
-    if fmt == "code":
-        return _record(CODE_SYSTEM_PROMPT, question, [assistant], meta, tools=None)
-    return _record(SYSTEM_PROMPT, question, [assistant], meta, tools=TOOLS)
+    return trajectory_record(question, [], answer, meta, fmt)
 
 
 def _record(system: str, question: str, turns: list[dict], meta: dict, tools: list | None) -> dict:

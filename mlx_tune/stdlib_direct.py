@@ -48,7 +48,6 @@ MODULES: tuple[str, ...] = tuple(
 # interpreter (_pydatetime.py before 3.12) is skipped.
 _FILES = {"os.path": ("posixpath.py", "genericpath.py"), "datetime": ("datetime.py", "_pydatetime.py")}
 
-
 MIN_WORDS = 6  # a first sentence shorter than this says too little to answer from
 MAX_ANSWER_CHARS = 480
 MAX_NEED_WORDS = 20  # longer summaries make unnatural "how can I ..." questions
@@ -214,15 +213,12 @@ def module_entries(module: str, source: str) -> list[Entry]:
             for meth in node.body:
                 if isinstance(meth, ast.FunctionDef) and not meth.name.startswith("_"):
                     if not _decorated_away(meth):
-                        sig = _signature(meth, not _is_static(meth))
+                        static = any(getattr(d, "id", "") == "staticmethod" for d in meth.decorator_list)
+                        sig = _signature(meth, not static)
                         out.append(_entry(module, f"{node.name}.{meth.name}", "method", meth, sig))
         return [e for e in out if e is not None]
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return []
-
-
-def _is_static(node: ast.FunctionDef) -> bool:
-    return any(getattr(d, "id", "") == "staticmethod" for d in node.decorator_list)
 
 
 @functools.lru_cache(maxsize=4)
