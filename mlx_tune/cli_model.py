@@ -24,8 +24,8 @@ def tiny() -> None:
     "--pretrain-steps",
     type=click.IntRange(min=0),
     default=None,
-    help="Language-model pretraining steps on local Python text (cached per machine). "
-    "Default: the tiny recipe's value.",
+    help="Pretraining steps on local code, docstrings and plain chat turns (cached per machine; "
+    "0: a random base). Default: 300.",
 )
 @click.option(
     "--corpus",

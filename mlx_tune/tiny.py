@@ -10,8 +10,9 @@
 - Qwen2.5-Instruct's chat template, unmodified (:data:`CHAT_TEMPLATE`): it renders ``tools``,
   assistant ``tool_calls`` (``arguments`` as JSON objects) and ``tool`` results exactly as a real
   Qwen2.5(-Coder)-Instruct tokenizer does, default system prompt included;
-- float32 weights from a seeded random init, optionally pretrained for a bounded number of
-  steps on the local Python text (cached by content hash, so it runs once per machine);
+- float32 weights from a seeded random init, pretrained (300 steps by default) for a bounded number of
+  steps on local code, docstrings and plain chat turns (:mod:`mlx_tune.tiny_corpus`; cached by
+  content hash, so it runs once per machine);
 - optionally a quantized variant (``bits=4``) so QLoRA on a quantized base is exercised.
 
 Same inputs and seed give byte-identical files.
@@ -329,7 +330,7 @@ def _model_card(config: dict, size: dict, pretrain_steps: int, bits: int | None)
         "# mlx-tune tiny model\n\n"
         f"A {config['num_hidden_layers']}-layer, {config['hidden_size']}-wide Qwen2 built offline by "
         f"`mlx-tune tiny build` ({'float32' if bits is None else f'{bits}-bit'}, "
-        f"{pretrain_steps} pretraining steps on local Python text, BPE vocabulary of "
+        f"{pretrain_steps} pretraining steps on local code, docstrings and chat turns, BPE vocabulary of "
         f"{size['vocab_size']}) for tests and the demo. It carries Qwen2.5-Instruct's chat template "
         "unmodified. It knows next to nothing: it is a stand-in, not a model to use.\n"
     )
