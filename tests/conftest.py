@@ -9,6 +9,16 @@ import pytest
 from mlx_tune import fileio, records
 
 
+def one_line_error(result) -> str:
+    """The one ``Error: ...`` line of a CliRunner result that failed cleanly (exit 1, no traceback)."""
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return lines[0]
+
+
 def make_records(n: int = 12, fmt: str = "tools") -> list[dict]:
     """``n`` small valid records cycling grep / read / direct, each from its own source file."""
     out = []

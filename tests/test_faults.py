@@ -16,7 +16,7 @@ from mlx_tune import UserError, fileio
 from mlx_tune.cli import main
 from mlx_tune.datacheck import load_checked
 from mlx_tune.extract import extract_files, extract_source
-from tests.conftest import make_records
+from tests.conftest import make_records, one_line_error
 
 # ---------------------------------------------------------------- helpers
 
@@ -34,15 +34,6 @@ def snapshot(*roots: Path) -> dict[str, str]:
 def leftovers(folder: Path) -> list[str]:
     """Temporary files or folders that an atomic write left in ``folder``."""
     return [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
-
-
-def one_line_error(result) -> str:
-    assert result.exit_code == 1, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    return lines[0]
 
 
 # ---------------------------------------------------------------- fuse onto its own inputs

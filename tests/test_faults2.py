@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from mlx_tune import UserError, fileio, metrics, records, repos, stdlib_direct
 from mlx_tune.cli import main
 from mlx_tune.merge import merge_files
-from tests.conftest import make_records
+from tests.conftest import make_records, one_line_error
 
 # Texts that ``ast.parse`` cannot take, each failing in a different way.
 DEEP_SOURCES = {
@@ -29,15 +29,6 @@ DEEP_SOURCES = {
     "null": "grep('a\x00b')",  # SyntaxError: source code cannot contain null bytes
     "digits": "read(path='a.py', start_line=" + "9" * 5000 + ")",  # int too large to convert
 }
-
-
-def one_line_error(result) -> str:
-    assert result.exit_code == 1, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    return lines[0]
 
 
 # ---------------------------------------------------------------- ast on untrusted text

@@ -19,20 +19,11 @@ from click.testing import CliRunner
 from mlx_tune import bench, bench_report, bench_score, datacheck, metrics, model_card, records
 from mlx_tune.cli import main
 from mlx_tune.fileio import write_jsonl
-from tests.conftest import make_records
+from tests.conftest import make_records, one_line_error
 from tests.test_datacheck import tokenizer_dir  # noqa: F401  (a fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 NO_SUCH_PID = 99_999_999  # above any kernel's pid_max: never a running process
-
-
-def one_line_error(result) -> str:
-    assert result.exit_code == 1, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    return lines[0]
 
 
 # ---------------------------------------------------------------- bench report on a hostile results.json
