@@ -33,6 +33,24 @@ SUMMARY = "Graphviz DOT graphs (class, import and call graphs, state machines) f
 METRICS = ("parse", "node_f1", "edge_f1", "exact", "memorised")
 SUBSET_FIELDS = ("direction", "origin", "kind")
 EMPTY_GRAPH = "digraph G {}\n"
+DIRECTIONS = ("code", "description")
+# The benchmark table and chart (mlx_tune.tasks.columns): "metric/direction" figures come from the
+# direction subsets, so code -> DOT and description -> DOT are reported apart.
+COLUMNS = (
+    ("parse", "parse"),
+    ("node F1", "node_f1"),
+    ("edge F1", "edge_f1"),
+    ("exact", "exact"),
+    ("memorised", "memorised"),
+    *(
+        (f"{label} {d[:5]}", f"{key}/{d}")
+        for d in DIRECTIONS
+        for label, key in (("parse", "parse"), ("edge F1", "edge_f1"))
+    ),
+)
+CHART_KEYS = ("parse", "node_f1", "edge_f1", "exact", "parse/code", "parse/description")
+# Tokens to generate per answer: the demo's targets run to ~250 tokens (12 nodes, 16 edges at most).
+MAX_TOKENS = 400
 
 
 def reference(query: dict, index: int = 0) -> Graph:
@@ -82,6 +100,11 @@ def score(queries: list[dict], texts: list[str], *, train: list[dict] | list[str
             sub = aggregate(part)
             subsets[f"{field}:{value}"] = {"n": len(part), "accuracy": sub["accuracy"], "ci": sub["ci"]}
     out["subsets"] = subsets
+    for d in DIRECTIONS:
+        for key in METRICS:
+            if f"direction:{d}" in subsets and key != "memorised":
+                out["accuracy"][f"{key}/{d}"] = subsets[f"direction:{d}"]["accuracy"][key]
+                out["ci"][f"{key}/{d}"] = subsets[f"direction:{d}"]["ci"][key]
     return out
 
 

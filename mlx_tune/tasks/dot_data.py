@@ -236,6 +236,22 @@ def folder_files(root: str | Path) -> dict[str, str]:
     return files
 
 
+def examples(
+    sources: dict[str, dict[str, str]], *, seed: int = 0, synthetic: int = 40, per_kind: int = 6
+) -> list[dict]:
+    """The records of ``sources`` (repository name -> ``{path: source}``) and of ``synthetic``
+    synthetic programs, exact repeats removed: what ``data/dot_examples/training_examples.jsonl``
+    holds for ``mlx-tune data merge`` (which splits by ``meta.repo``/``meta.path``)."""
+    records: list[dict] = []
+    for name in sorted(sources):
+        records += repo_records(name, sources[name], per_kind, seed)
+    records += synthetic_records(synthetic, seed)
+    records = dedupe(records)
+    if not records:
+        raise UserError("dot data: no graph found in the sources (no classes, imports, calls or tables)")
+    return records
+
+
 def build(
     sources: dict[str, dict[str, str]],
     out_dir: str | Path,
@@ -247,33 +263,22 @@ def build(
     test: float = 0.2,
     extra_manifest: dict | None = None,
 ) -> dict:
-    """Write ``train/valid/test.jsonl`` and ``manifest.json`` into ``out_dir`` from ``sources``
-    (repository name -> ``{path: source}``) and ``synthetic`` synthetic programs; return counts."""
-    records: list[dict] = []
-    for name in sorted(sources):
-        records += repo_records(name, sources[name], per_kind, seed)
-    records += synthetic_records(synthetic, seed)
-    records = dedupe(records)
-    if not records:
-        raise UserError("dot data: no graph found in the sources (no classes, imports, calls or tables)")
+    """Write ``train/valid/test.jsonl`` (:func:`split`) and ``manifest.json`` into ``out_dir`` from
+    :func:`examples`; return the counts."""
+    records = examples(sources, seed=seed, synthetic=synthetic, per_kind=per_kind)
     splits = split(records, seed, valid, test)
     out_dir = Path(out_dir)
     for name, recs in splits.items():
         fileio.write_jsonl(out_dir / f"{name}.jsonl", recs)
     counts = {
-        "pairs": len(records),
+        "records": len(records),
         **{name: len(recs) for name, recs in splits.items()},
         "origin": dict(sorted(Counter(r["meta"]["origin"] for r in records).items())),
+        "synthetic_share": round(sum(r["meta"]["origin"] == "synthetic" for r in records) / len(records), 3),
         "kind": dict(sorted(Counter(r["meta"]["kind"] for r in records).items())),
         "direction": dict(sorted(Counter(r["meta"]["direction"] for r in records).items())),
     }
-    manifest = {
-        "generator": GENERATOR,
-        "task": "dot",
-        "seed": seed,
-        "counts": counts,
-        **(extra_manifest or {}),
-    }
+    manifest = {"generator": GENERATOR, "task": "dot", "seed": seed, **counts, **(extra_manifest or {})}
     manifest["files"] = {f"{n}.jsonl": fileio.sha256_file(out_dir / f"{n}.jsonl") for n in splits}
     fileio.write_json(out_dir / "manifest.json", manifest)
     return counts

@@ -9,7 +9,7 @@ shows it):
   source tree it imports (relative imports resolved), or one module's imports when the
   package is too big for one graph;
 - ``calls``: the call graph of a function, an edge from a function to each function or method of
-  the same module it calls (``f()``, ``self.m()``, ``cls.m()``, ``C.m()``), followed transitively
+  the same module it calls (``f()``, ``self.m()``, ``cls.m()``, ``C.m()``, ``C().m()``), followed transitively
   when the result stays small, else the function and its direct callees;
 - ``states``: a state machine written as a transition table, a dict from a state to its next
   state(s) (``{State.IDLE: [State.RUNNING], ...}``, or ``{(state, event): next}`` for labelled
@@ -221,13 +221,16 @@ def call_facts(path: str, tree: ast.Module, lines: list[str]) -> list[Fact]:
 def _callee(func: ast.AST, cls: str | None, funcs: dict) -> str | None:
     if isinstance(func, ast.Name):
         return func.id if func.id in funcs else None
-    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
-        holder = func.value.id
-        if holder in ("self", "cls") and cls:
-            holder = cls
-        name = f"{holder}.{func.attr}"
-        return name if name in funcs else None
-    return None
+    if not isinstance(func, ast.Attribute):
+        return None
+    holder = func.value
+    if isinstance(holder, ast.Call):  # C(...).m(): a method of a fresh instance of C
+        holder = holder.func
+    if not isinstance(holder, ast.Name):
+        return None
+    owner = cls if holder.id in ("self", "cls") and cls else holder.id
+    name = f"{owner}.{func.attr}"
+    return name if name in funcs else None
 
 
 def _reachable(root: str, calls: dict[str, dict[str, list[int]]]) -> list[str]:
@@ -262,8 +265,8 @@ def state_facts(path: str, tree: ast.Module, source: str) -> list[Fact]:
             if table is None:
                 continue
             graph = Graph(f"{module}.{target}")
-            prefixes = {ref.rpartition(".")[0] for edge in table for ref in edge[:2]}
-            prefix = prefixes.pop() if len(prefixes) == 1 else ""
+            first = value.keys[0].elts[0] if isinstance(value.keys[0], ast.Tuple) else value.keys[0]
+            prefix = dotted(first.value) or "" if isinstance(first, ast.Attribute) else ""
             cut = len(prefix) + 1 if prefix else 0  # State.IDLE -> IDLE when all share State
             for src, dst, label in table:
                 graph.add_edge(src[cut:], dst[cut:], label)

@@ -15,6 +15,7 @@ statements are not nodes; subgraphs count with their nodes and edges.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 
 MAX_ANSWER_CHARS = 20_000  # longer answers are not parsed (a runaway generation is not a graph)
@@ -95,9 +96,7 @@ def parse_dot(text: str) -> tuple[Graph | None, str | None]:
     dot = extract_dot(text)
     if dot is None:
         return None, "no graph: nothing starts with digraph or graph"
-    from pydot.dot_parser import GraphParser
-    from pyparsing import ParseBaseException
-
+    GraphParser, ParseBaseException = _parser()
     try:
         parsed = list(GraphParser.parser.parse_string(dot, parse_all=True))
     except ParseBaseException as e:
@@ -110,6 +109,16 @@ def parse_dot(text: str) -> tuple[Graph | None, str | None]:
     graph = Graph(norm_id(dot_graph.get_name() or ""), directed=dot_graph.get_type() == "digraph")
     _collect(dot_graph, graph)
     return graph, None
+
+
+def _parser():
+    """pydot's grammar and pyparsing's error class, imported on first use (pydot builds its grammar
+    with pyparsing names that newer pyparsing releases flag as deprecated: not ours to show)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from pydot.dot_parser import GraphParser
+        from pyparsing import ParseBaseException
+    return GraphParser, ParseBaseException
 
 
 def _collect(dot_graph, graph: Graph) -> None:
