@@ -378,6 +378,24 @@ def test_folder_sources_and_errors(tmp_path):
         dot_data.installed_files("no-such-distribution-xyz")
 
 
+def test_data_command_writes_the_merge_input(tmp_path):
+    repo = tmp_path / "myrepo"
+    for rel, text in TREE.items():
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text(text)
+    counts = dot_data.data_command([str(repo), "jsonlines"], tmp_path / "out", synthetic=4, per_kind=2)
+    recs = fileio.read_jsonl(tmp_path / "out" / "training_examples.jsonl")
+    assert len(recs) == counts["records"]
+    assert {r["meta"]["repo"] for r in recs} == {"myrepo", "jsonlines", "synthetic"}
+    manifest = yaml.safe_load((tmp_path / "out" / "manifest.json").read_text())
+    assert set(manifest["sources"]) == {"jsonlines"} and manifest["sha256"]
+    with pytest.raises(UserError, match="not a plain repository name"):
+        dot_data.sources_from([f"../x={repo}"])
+    (tmp_path / "nopy").mkdir()
+    with pytest.raises(UserError, match="no Python files"):
+        dot_data.sources_from([str(tmp_path / "nopy")])
+
+
 def test_demo_data_from_an_installed_package(tmp_path):
     counts = dot_data.build_demo_data(tmp_path, seed=0, dists=("jsonlines", "not-installed-xyz"), synthetic=8)
     assert counts["origin"]["real"] > 0 and counts["origin"]["synthetic"] > 0

@@ -48,7 +48,7 @@ COLUMNS = (
         for label, key in (("parse", "parse"), ("edge F1", "edge_f1"))
     ),
 )
-CHART_KEYS = ("parse", "node_f1", "edge_f1", "exact", "parse/code", "parse/description")
+CHART_KEYS = ("parse", "node_f1", "edge_f1", "exact", "edge_f1/code", "edge_f1/description")
 # Tokens to generate per answer: the demo's targets run to ~250 tokens (12 nodes, 16 edges at most).
 MAX_TOKENS = 400
 

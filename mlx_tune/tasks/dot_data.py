@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import random
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -280,6 +281,47 @@ def build(
     }
     manifest = {"generator": GENERATOR, "task": "dot", "seed": seed, **counts, **(extra_manifest or {})}
     manifest["files"] = {f"{n}.jsonl": fileio.sha256_file(out_dir / f"{n}.jsonl") for n in splits}
+    fileio.write_json(out_dir / "manifest.json", manifest)
+    return counts
+
+
+def sources_from(specs: list[str]) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    """Repositories named on a command line: ``NAME=DIR`` or ``DIR`` (a folder, named after it), or
+    the name of an installed distribution. Returns ``(sources, versions)`` (installed ones only)."""
+    sources, versions = {}, {}
+    for spec in specs:
+        name, sep, folder = spec.partition("=")
+        if sep:
+            sources[name] = folder_files(folder)
+        elif Path(spec).is_dir():
+            name = Path(spec).resolve().name
+            sources[name] = folder_files(spec)
+        else:
+            versions[name], sources[name] = installed_files(spec)
+        if not re.fullmatch(r"[A-Za-z0-9][\w.-]*", name):
+            raise UserError(f"{spec}: {name!r} is not a plain repository name (give NAME=DIR)")
+        if not sources[name]:
+            raise UserError(f"{spec}: no Python files")
+    return sources, versions
+
+
+def data_command(
+    specs: list[str], out_dir: str | Path, *, seed: int = 0, synthetic: int = 40, per_kind: int = 6
+) -> dict:
+    """What ``mlx-tune data dot-examples REPO... -o DIR`` does: every pair of the repositories
+    (:func:`sources_from`) and the synthetic programs into ``DIR/training_examples.jsonl`` (the
+    input ``mlx-tune data merge`` splits by source file) with a ``manifest.json``; returns counts."""
+    sources, versions = sources_from(specs)
+    recs = examples(sources, seed=seed, synthetic=synthetic, per_kind=per_kind)
+    out_dir = Path(out_dir)
+    fileio.write_jsonl(out_dir / "training_examples.jsonl", recs)
+    counts = {
+        "records": len(recs),
+        "origin": dict(sorted(Counter(r["meta"]["origin"] for r in recs).items())),
+    }
+    counts["kind"] = dict(sorted(Counter(r["meta"]["kind"] for r in recs).items()))
+    manifest = {"generator": GENERATOR, "task": "dot", "seed": seed, **counts, "sources": versions}
+    manifest["sha256"] = fileio.sha256_file(out_dir / "training_examples.jsonl")
     fileio.write_json(out_dir / "manifest.json", manifest)
     return counts
 
