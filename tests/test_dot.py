@@ -163,6 +163,12 @@ def test_state_machines_from_tables():
     assert "class State(Enum):" in states["pkg.machine.NEXT"].snippet
 
 
+def test_size_limits():
+    small = extract_all(TREE, max_nodes=4, max_edges=3)
+    assert small and all(len(f.graph.nodes) <= 4 and len(f.graph.edges) <= 3 for f in small)
+    assert len(small) < len(extract_all(TREE))
+
+
 def test_unparsable_files_are_skipped():
     assert not any("broken" in p for f in extract_all(TREE) for p in f.files)
 
@@ -196,14 +202,12 @@ def test_canonical_dot_is_sorted_quoted_and_round_trips():
     text = to_dot(g)
     assert text.splitlines() == [
         'digraph "m \\"x\\"" {',
-        '  "a";',
-        '  "b";',
-        '  "c";',
-        '  "z";',
+        '  "z";',  # only the node without an edge is declared
         '  "a" -> "c" [label="go"];',
         '  "b" -> "a";',
         "}",
     ]
+    assert to_dot(g, "G").startswith('digraph "G" {')
     back, problem = parse_dot(text)
     assert problem is None and back.name == 'm "x"'
     assert (back.nodes, back.edges) == (g.nodes, g.edges)
@@ -307,13 +311,13 @@ def test_score_rejects_a_reference_that_is_not_dot():
 
 def test_baselines():
     train = [query(REF), query(REF), query('digraph "h" {\n  "x";\n}\n')]
-    q = dot_data.record('`alpha` calls `beta`. Write a DOT digraph named "g".', REF, query(REF)["meta"])
+    q = dot_data.record("`alpha` calls `beta`. Write a DOT digraph.", REF, query(REF)["meta"])
     out = dot.baselines([q], train)
     assert set(out) == {"empty", "most_frequent", "echo_names", "nearest"}
     assert out["most_frequent"] == [REF]
     assert parse_dot(out["empty"][0])[0].nodes == set()
     echo = parse_dot(out["echo_names"][0])[0]
-    assert echo.nodes == {"alpha", "beta"} and echo.name == "g"
+    assert echo.nodes == {"alpha", "beta"} and echo.name == "G"
     assert out["nearest"][0] in dot.targets(train)
     for texts in out.values():
         assert dot.score([q], texts)["accuracy"]["parse"] == 1.0
@@ -334,8 +338,7 @@ def test_records_are_valid_chat_records_with_grounded_meta():
         assert records.validate_record(r) == [], r["meta"]
         assert records.record_category(r) == r["meta"]["category"]
         graph, problem = parse_dot(records.answer_of(r)["content"])
-        assert problem is None and r["meta"]["graph"] == graph.name
-        assert graph.name in r["messages"][1]["content"]  # the question names the graph
+        assert problem is None and graph.name == dot_data.GRAPH_NAME and r["meta"]["graph"]
         if r["meta"]["origin"] == "real":
             assert r["meta"]["path"] in TREE and r["meta"]["template"].startswith(f"dot.{r['meta']['kind']}.")
         if r["meta"]["direction"] == "description":

@@ -3,7 +3,7 @@ from synthetic programs, written as a leakage-safe train/valid/test split.
 
 A pair is a chat record (system, user, assistant) whose answer is the canonical DOT of one
 :class:`~mlx_tune.tasks.dot_extract.Fact`. The user message shows the fact's code (code -> DOT)
-or a description written from the same facts (description -> DOT); both name the graph. ``meta``
+or a description written from the same facts (description -> DOT). ``meta``
 says where the answer comes from (``repo``, ``path``, ``lines``, ``files``, ``kind``).
 
 Records from files that share a source file never straddle splits: files are joined into
@@ -28,9 +28,12 @@ from mlx_tune.tasks.dot_graph import to_dot
 GENERATOR = "mlx_tune.tasks.dot_data/1"
 # records.py's categories are the first turn's decision; a DOT answer is a direct (tool-free) one.
 CATEGORY = "direct"
+# Every target is named G: a graph's name carries nothing the metrics score, and one fixed header
+# is one thing less for a small model to get wrong (meta.graph keeps the fact's own name).
+GRAPH_NAME = "G"
 SYSTEM_PROMPT = (
-    "You write Graphviz DOT. Answer with one DOT digraph and nothing else: quote every node id, "
-    "declare the nodes first, then one edge per line."
+    "You write Graphviz DOT. Answer with one digraph named G and nothing else: quote every node id, "
+    "write one edge per line, and declare only the nodes that have no edge."
 )
 NOUNS = {
     "classes": "class hierarchy",
@@ -45,15 +48,14 @@ RULES = {
     "states": "one node per state and an edge from each state to each state it can move to",
 }
 CODE_TEMPLATES = (
-    'Draw the {noun} of this code as a DOT digraph named "{name}", with {rule}.\n\n```python\n{code}```',
-    'Here is some Python:\n\n```python\n{code}```\n\nWrite its {noun} in DOT (digraph "{name}"; {rule}).',
-    'Convert the {noun} of the following code to Graphviz DOT. Name the graph "{name}" and draw {rule}.'
-    "\n\n```python\n{code}```",
+    "Draw the {noun} of this code as a DOT digraph, with {rule}.\n\n```python\n{code}```",
+    "Here is some Python:\n\n```python\n{code}```\n\nWrite its {noun} in DOT ({rule}).",
+    "Convert the {noun} of the following code to Graphviz DOT, drawing {rule}.\n\n```python\n{code}```",
 )
 DESCRIBE_TEMPLATES = (
-    'Write a DOT digraph named "{name}" for the {noun} of {subject}. {facts}',
-    'The {noun} of {subject}: {facts} Draw it as a DOT digraph named "{name}".',
-    '{facts} Give this {noun} ({subject}) as Graphviz DOT, digraph "{name}".',
+    "Write a DOT digraph for the {noun} of {subject}. {facts}",
+    "The {noun} of {subject}: {facts} Draw it as a DOT digraph.",
+    "{facts} Give this {noun} ({subject}) as Graphviz DOT.",
 )
 EDGE_PHRASES = {
     "classes": ("`{a}` derives from `{b}`.", "`{a}` is a subclass of `{b}`.", "`{a}` inherits from `{b}`."),
@@ -67,6 +69,8 @@ LONELY = {
     "calls": "`{n}` calls nothing of the module.",
     "states": "`{n}` is a state with no transition of its own.",
 }
+# The demo trains a tiny model for a few minutes: graphs of at most 8 nodes and 8 edges.
+DEMO_LIMITS = {"max_nodes": 8, "max_edges": 8}
 DEMO_DISTS = ("click", "jinja2", "attrs", "tqdm", "jsonlines", "typer", "anyio", "rich", "mlx-lm")
 
 
@@ -86,8 +90,8 @@ def describe(fact: Fact, rng: random.Random) -> str:
 
 def pairs(fact: Fact, rng: random.Random, meta: dict) -> list[dict]:
     """The records of one fact: description -> DOT, and code -> DOT when it has a snippet."""
-    target = to_dot(fact.graph)
-    fields = {"noun": NOUNS[fact.kind], "name": fact.graph.name, "subject": fact.subject}
+    target = to_dot(fact.graph, GRAPH_NAME)
+    fields = {"noun": NOUNS[fact.kind], "subject": fact.subject}
     out = []
     ways = [("description", DESCRIBE_TEMPLATES)] + ([("code", CODE_TEMPLATES)] if fact.snippet else [])
     for direction, templates in ways:
@@ -139,21 +143,22 @@ def sample(facts: list[Fact], per_kind: int, rng: random.Random) -> list[Fact]:
     return [facts[i] for i in keep]
 
 
-def repo_records(name: str, files: dict[str, str], per_kind: int, seed: int) -> list[dict]:
-    """Records from one repository's files (``{path: source}``), at most ``per_kind`` facts a kind."""
+def repo_records(name: str, files: dict[str, str], per_kind: int, seed: int, **limits) -> list[dict]:
+    """Records from one repository's files (``{path: source}``), at most ``per_kind`` facts a kind
+    (``limits``: ``max_nodes``/``max_edges`` of :func:`extract_all`)."""
     rng = random.Random(f"dot-data:{seed}:{name}")
     out = []
-    for fact in sample(extract_all(files), per_kind, rng):
+    for fact in sample(extract_all(files, **limits), per_kind, rng):
         out += pairs(fact, rng, fact_meta(fact, name, "real"))
     return out
 
 
-def synthetic_records(n: int, seed: int) -> list[dict]:
+def synthetic_records(n: int, seed: int, **limits) -> list[dict]:
     """Records from ``n`` synthetic programs (:mod:`mlx_tune.tasks.dot_synth`), one fact each."""
     rng = random.Random(f"dot-data:{seed}:synthetic")
     out = []
     for i, (kind, files) in enumerate(dot_synth.programs(n, seed)):
-        facts = [f for f in extract_all(files) if f.kind == kind]
+        facts = [f for f in extract_all(files, **limits) if f.kind == kind]
         for fact in facts[:1]:
             meta = fact_meta(fact, "synthetic", "synthetic", prefix=f"p{i:03d}/")
             meta["source"] = f"synthetic:{kind}"
@@ -238,15 +243,15 @@ def folder_files(root: str | Path) -> dict[str, str]:
 
 
 def examples(
-    sources: dict[str, dict[str, str]], *, seed: int = 0, synthetic: int = 40, per_kind: int = 6
+    sources: dict[str, dict[str, str]], *, seed: int = 0, synthetic: int = 40, per_kind: int = 6, **limits
 ) -> list[dict]:
     """The records of ``sources`` (repository name -> ``{path: source}``) and of ``synthetic``
     synthetic programs, exact repeats removed: what ``data/dot_examples/training_examples.jsonl``
     holds for ``mlx-tune data merge`` (which splits by ``meta.repo``/``meta.path``)."""
     records: list[dict] = []
     for name in sorted(sources):
-        records += repo_records(name, sources[name], per_kind, seed)
-    records += synthetic_records(synthetic, seed)
+        records += repo_records(name, sources[name], per_kind, seed, **limits)
+    records += synthetic_records(synthetic, seed, **limits)
     records = dedupe(records)
     if not records:
         raise UserError("dot data: no graph found in the sources (no classes, imports, calls or tables)")
@@ -263,10 +268,11 @@ def build(
     valid: float = 0.1,
     test: float = 0.2,
     extra_manifest: dict | None = None,
+    **limits,
 ) -> dict:
     """Write ``train/valid/test.jsonl`` (:func:`split`) and ``manifest.json`` into ``out_dir`` from
-    :func:`examples`; return the counts."""
-    records = examples(sources, seed=seed, synthetic=synthetic, per_kind=per_kind)
+    :func:`examples` (``limits``: ``max_nodes``/``max_edges``); return the counts."""
+    records = examples(sources, seed=seed, synthetic=synthetic, per_kind=per_kind, **limits)
     splits = split(records, seed, valid, test)
     out_dir = Path(out_dir)
     for name, recs in splits.items():
@@ -327,10 +333,10 @@ def data_command(
 
 
 def build_demo_data(
-    out_dir: str | Path, seed: int = 0, dists=DEMO_DISTS, synthetic: int = 44, per_kind: int = 2
+    out_dir: str | Path, seed: int = 0, dists=DEMO_DISTS, synthetic: int = 56, per_kind: int = 3
 ) -> dict:
-    """The offline demo set: a few facts of each kind from installed packages plus synthetic
-    programs (about 200 pairs, ~40% synthetic); the packages missing here are skipped."""
+    """The offline demo set: a few small graphs of each kind from installed packages plus synthetic
+    programs (about 250 pairs, ~45% synthetic; ``DEMO_LIMITS``); packages missing here are skipped."""
     sources, versions = {}, {}
     for dist in dists:
         try:
@@ -344,5 +350,6 @@ def build_demo_data(
         seed=seed,
         synthetic=synthetic,
         per_kind=per_kind,
-        extra_manifest={"sources": versions},
+        extra_manifest={"sources": versions, "limits": DEMO_LIMITS},
+        **DEMO_LIMITS,
     )

@@ -70,23 +70,24 @@ def parse(source: str) -> ast.Module | None:
         return None
 
 
-def extract_all(files: dict[str, str]) -> list[Fact]:
-    """Every fact of every kind from ``files`` (relative path -> source), in a stable order."""
+def extract_all(files: dict[str, str], max_nodes: int = MAX_NODES, max_edges: int = MAX_EDGES) -> list[Fact]:
+    """Every fact of every kind from ``files`` (relative path -> source) whose graph has at most
+    ``max_nodes`` nodes and ``max_edges`` edges, in a stable order."""
     trees = {p: t for p, s in sorted(files.items()) if p.endswith(".py") and (t := parse(s)) is not None}
     facts: list[Fact] = []
     for path, tree in trees.items():
         lines = files[path].splitlines()
-        facts += class_facts(path, tree, lines)
-        facts += call_facts(path, tree, lines)
+        facts += class_facts(path, tree, lines, max_nodes)
+        facts += call_facts(path, tree, lines, max_nodes)
         facts += state_facts(path, tree, files[path])
-    facts += import_facts(trees, files)
-    return [f for f in facts if _small(f)]
+    facts += import_facts(trees, files, max_nodes)
+    return [f for f in facts if _small(f, max_nodes, max_edges)]
 
 
-def _small(fact: Fact) -> bool:
+def _small(fact: Fact, max_nodes: int, max_edges: int) -> bool:
     """A graph worth a question: two edges at least, and small enough to write out."""
     g = fact.graph
-    return len(g.edges) >= 2 and len(g.nodes) <= MAX_NODES and len(g.edges) <= MAX_EDGES
+    return len(g.edges) >= 2 and len(g.nodes) <= max_nodes and len(g.edges) <= max_edges
 
 
 def _clip(text: str) -> str:
@@ -133,7 +134,7 @@ def dotted(node: ast.AST) -> str | None:
 # ---------------------------------------------------------------- classes
 
 
-def class_facts(path: str, tree: ast.Module, lines: list[str]) -> list[Fact]:
+def class_facts(path: str, tree: ast.Module, lines: list[str], max_nodes: int = MAX_NODES) -> list[Fact]:
     """The hierarchy of a module's top-level classes, a few classes per graph."""
     module = module_name(path)
     classes = [n for n in tree.body if isinstance(n, ast.ClassDef)]
@@ -142,7 +143,7 @@ def class_facts(path: str, tree: ast.Module, lines: list[str]) -> list[Fact]:
         if (
             chunks
             and len(chunks[-1]) < CLASSES_PER_GRAPH
-            and len(_class_graph(chunks[-1] + [cls]).nodes) <= MAX_NODES
+            and len(_class_graph(chunks[-1] + [cls]).nodes) <= max_nodes
         ):
             chunks[-1].append(cls)
         else:
@@ -174,7 +175,7 @@ def _class_graph(classes: list[ast.ClassDef]) -> Graph:
 # ---------------------------------------------------------------- calls
 
 
-def call_facts(path: str, tree: ast.Module, lines: list[str]) -> list[Fact]:
+def call_facts(path: str, tree: ast.Module, lines: list[str], max_nodes: int = MAX_NODES) -> list[Fact]:
     """The call graph of each function no other function of the module calls (a root)."""
     module = module_name(path)
     funcs: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = {}
@@ -201,7 +202,7 @@ def call_facts(path: str, tree: ast.Module, lines: list[str]) -> list[Fact]:
         if root in called:
             continue
         reach = _reachable(root, calls)
-        shown = [n for n in reach if n in calls] if len(reach) <= MAX_NODES else [root]
+        shown = [n for n in reach if n in calls] if len(reach) <= max_nodes else [root]
         graph = Graph(f"{module}.{root}")
         graph.nodes.add(root)
         numbers: list[int] = []
@@ -353,7 +354,9 @@ def _members(enum: ast.ClassDef) -> list[str]:
 # ---------------------------------------------------------------- imports
 
 
-def import_facts(trees: dict[str, ast.Module], files: dict[str, str]) -> list[Fact]:
+def import_facts(
+    trees: dict[str, ast.Module], files: dict[str, str], max_nodes: int = MAX_NODES
+) -> list[Fact]:
     """The import graph of each package (a folder with ``__init__.py``) over the source tree's
     own modules; per module when a package is too big for one graph."""
     modules = {module_name(p): p for p in trees}
@@ -372,7 +375,7 @@ def import_facts(trees: dict[str, ast.Module], files: dict[str, str]) -> list[Fa
         for m in members:
             for target in imports.get(m, {}):
                 graph.add_edge(m, target)
-        if len(graph.nodes) <= MAX_NODES:
+        if len(graph.nodes) <= max_nodes:
             facts.append(_import_fact(graph, sorted(members), imports, modules, files, f"package {package}"))
             continue
         for m in sorted(members):

@@ -2,8 +2,9 @@
 (``pydot``, a maintained package built on ``pyparsing``) that scores what a model wrote.
 
 A :class:`Graph` is a name, a set of node ids and a set of directed edges (with an optional edge
-label, which the metrics ignore). :func:`to_dot` writes it canonically: every id quoted, nodes
-sorted and declared first, then edges sorted, so one set of facts always gives one text.
+label, which the metrics ignore). :func:`to_dot` writes it canonically: every id quoted, the nodes
+without edges declared first, then the edges, each sorted, so one set of facts always gives one
+text.
 
 :func:`parse_dot` reads an answer: the DOT inside a fenced block (```dot ... ```) or from the
 first line that starts a graph, parsed in full by pydot's grammar (trailing text is an error, as
@@ -46,10 +47,13 @@ def quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def to_dot(graph: Graph) -> str:
-    """The canonical DOT text of ``graph`` (sorted, every id quoted, one statement a line)."""
-    lines = [f"digraph {quote(graph.name)} {{"]
-    lines += [f"  {quote(n)};" for n in sorted(graph.nodes)]
+def to_dot(graph: Graph, name: str | None = None) -> str:
+    """The canonical DOT text of ``graph`` (named ``name``, else its own name): every id quoted,
+    one statement a line, the nodes without edges declared first (sorted), then the edges (sorted);
+    a node on an edge is not declared again (DOT declares it with the edge)."""
+    lines = [f"digraph {quote(graph.name if name is None else name)} {{"]
+    linked = {n for edge in graph.edges for n in edge}
+    lines += [f"  {quote(n)};" for n in sorted(graph.nodes - linked)]
     for src, dst in sorted(graph.edges):
         label = graph.labels.get((src, dst))
         attrs = f" [label={quote(label)}]" if label else ""
