@@ -166,7 +166,7 @@ def test_state_machines_from_tables():
 def test_size_limits():
     small = extract_all(TREE, max_nodes=4, max_edges=3)
     assert small and all(len(f.graph.nodes) <= 4 and len(f.graph.edges) <= 3 for f in small)
-    assert len(small) < len(extract_all(TREE))
+    assert any(len(f.graph.nodes) > 4 for f in extract_all(TREE))  # the limits left something out
 
 
 def test_unparsable_files_are_skipped():
