@@ -301,6 +301,8 @@ def test_memorisation_share_needs_training_targets():
     assert [r["memorised"] for r in scored["rows"]] == [True, False, False]  # whitespace aside
     assert scored["accuracy"]["memorised"] == pytest.approx(1 / 3)
     assert scored["ci"]["memorised"] == wilson(1, 3)
+    assert scored["counts"]["reference_in_train"] == 0
+    assert dot.score([query(other)], [other], train=train)["counts"]["reference_in_train"] == 1
     assert dot.score([query(REF)], [REF], train=[other])["accuracy"]["memorised"] == 0.0  # strings work too
 
 

@@ -12,6 +12,8 @@ Metrics, each with a 95% interval (:mod:`mlx_tune.intervals`):
 - ``exact``: the share of answers whose node and edge sets equal the reference's; Wilson;
 - ``memorised``: the share of answers identical (whitespace aside) to a training target, when
   the training records are given (``score(..., train=records)``; otherwise ``None``); Wilson.
+  ``counts.reference_in_train`` says how many references are training targets themselves (a
+  right answer to those reads as memorised too).
 
 Per-query rows and subsets by direction (``code``/``description``), origin and kind come with them.
 """
@@ -88,6 +90,8 @@ def score(queries: list[dict], texts: list[str], *, train: list[dict] | list[str
         row["parsed"] = graph is not None
         row.update(compare(graph, ref) if graph else {"node_f1": 0.0, "edge_f1": 0.0, "exact": False})
         row["memorised"] = None if seen is None else normal_text(text) in seen
+        if seen is not None:  # a right answer that is also a training target reads as memorised
+            row["reference_in_train"] = normal_text(records.answer_of(query).get("content") or "") in seen
         if problem:
             row["problem"] = problem
         rows.append(row)
@@ -124,6 +128,7 @@ def aggregate(rows: list[dict]) -> dict:
     accuracy["memorised"] = sum(memo) / len(memo) if memo else None
     ci["memorised"] = wilson(sum(memo), len(memo))
     counts = {"queries": len(rows), "parsed": sum(r["parsed"] for r in rows), "memorised": sum(memo)}
+    counts["reference_in_train"] = sum(bool(r.get("reference_in_train")) for r in rows)
     return {
         "accuracy": {k: accuracy[k] for k in METRICS},
         "ci": {k: ci[k] for k in METRICS},
