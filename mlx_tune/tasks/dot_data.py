@@ -69,7 +69,9 @@ LONELY = {
     "calls": "`{n}` calls nothing of the module.",
     "states": "`{n}` is a state with no transition of its own.",
 }
-# The demo trains a tiny model for a few minutes: graphs of at most 8 nodes and 8 edges.
+# The demo trains a tiny model for a few minutes: graphs of at most 8 nodes and 8 edges. Measured
+# (task demo, tiny base, 66 iterations, 2 loaded cores, 3.2 min in all): pass@1 parse rate 0% [0-7]
+# for the base, 58% [44-70] tuned, on 52 test pairs; node and edge F1 stay near 0 at this size.
 DEMO_LIMITS = {"max_nodes": 8, "max_edges": 8}
 DEMO_DISTS = ("click", "jinja2", "attrs", "tqdm", "jsonlines", "typer", "anyio", "rich", "mlx-lm")
 
