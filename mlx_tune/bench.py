@@ -320,13 +320,39 @@ def _finish(results: dict, out_dir: Path) -> None:
     "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder."
 )
 @click.option("--name", help="Name of the scored answers in the table. Default: the predictions file's name.")
+@click.option(
+    "--task",
+    "task_name",
+    default="tools",
+    show_default=True,
+    help="The task whose metrics and baselines score the answers: tools, chat or dot (mlx_tune.tasks).",
+)
+@click.option(
+    "--train",
+    "train_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With a --task other than tools: training records the baselines may read (default: "
+    "train.jsonl beside --queries, when there is one).",
+)
 @REPOS_OPTION
 @REPO_OPTION
 @HTML_OPTION
-def score_command(queries, predictions, out_dir, name, repos_dir, repo_opts, html_dir) -> None:
+def score_command(
+    queries, predictions, out_dir, name, task_name, train_file, repos_dir, repo_opts, html_dir
+) -> None:
     """Score answers made elsewhere (an API model, LM Studio, mlx_lm.server) without loading a
     model: the same results.json, results.md and chart.png as `mlx-tune bench`, with baselines."""
     try:
+        from mlx_tune.tasks import check_name
+
+        if check_name(task_name) != "tools":
+            from mlx_tune.tasks.score import score_task_predictions
+
+            results = score_task_predictions(
+                task_name, queries, predictions, out_dir, name=name, train=train_file
+            )
+            _finish(results, out_dir)
+            return
         results = score_predictions(
             queries,
             predictions,

@@ -302,3 +302,15 @@ def data_stats(path, as_json, model) -> None:
 
     stats = dataset_stats(path, model=model)
     click.echo(json.dumps(stats, indent=2, sort_keys=True) if as_json else format_stats(stats))
+
+
+# ---------------- task data commands (mlx_tune.tasks)
+
+
+def _add_task_commands() -> None:
+    from mlx_tune.tasks.chat_combine import combine_command
+
+    data.add_command(combine_command)  # `data combine`: the chat task's data (mlx_tune.tasks.chat)
+
+
+_add_task_commands()
