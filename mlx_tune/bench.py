@@ -232,6 +232,14 @@ def _failed_entry(name: str, spec: str, message: str) -> dict:
 @REPO_OPTION
 @HTML_OPTION
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option(
+    "--task",
+    "task_name",
+    default="tools",
+    show_default=True,
+    help="The task whose metrics and baselines score the models: tools, chat or dot (mlx_tune.tasks). "
+    "Other than tools: --model and --queries are required; baselines read train.jsonl beside --queries.",
+)
 @click.pass_context
 def command(
     ctx,
@@ -247,6 +255,7 @@ def command(
     repo_opts,
     html_dir,
     quiet,
+    task_name,
 ) -> None:
     """Benchmark models side by side: accuracy with 95% intervals against baselines, load time,
     speed, memory, size, perplexity.
@@ -259,6 +268,12 @@ def command(
         return
     out_dir = out_dir or layout.BENCHMARKS_DIR / time.strftime("run-%Y%m%d-%H%M%S")
     try:
+        from mlx_tune.tasks import check_name
+
+        if check_name(task_name) != "tools":
+            results = _task_benchmark(task_name, model_opts, queries, out_dir, limit, max_tokens, batch_size)
+            _finish(results, out_dir)
+            return
         models = parse_model_options(model_opts) if model_opts else default_models()
         if not models:
             raise UserError(
@@ -289,6 +304,28 @@ def command(
     if failed:
         models_run = [m for m in results["models"] if m.get("kind") != "baseline"]
         raise click.ClickException(f"{len(failed)} of {len(models_run)} models failed: {', '.join(failed)}")
+
+
+def _task_benchmark(task_name, model_opts, queries, out_dir, limit, max_tokens, batch_size) -> dict:
+    """``bench --task NAME`` for a task other than tools (:func:`mlx_tune.tasks.demo.run_task_benchmark`)."""
+    from mlx_tune.tasks.demo import run_task_benchmark
+    from mlx_tune.tasks.score import load_train
+
+    if not model_opts or queries is None:
+        raise UserError(f"--task {task_name}: pass --model NAME=SPEC (repeatable) and --queries FILE")
+    if batch_size < 1 or max_tokens < 1 or (limit is not None and limit < 1):
+        raise UserError("--batch-size, --max-tokens and --limit must be >= 1")
+    train, train_path = load_train(None, Path(queries))
+    return run_task_benchmark(
+        task_name,
+        parse_model_options(model_opts),
+        load_queries(queries, limit),
+        out_dir,
+        train=train,
+        max_tokens=max_tokens,
+        batch_size=batch_size,
+        settings={"queries": str(queries), "limit": limit, "train": str(train_path) if train_path else None},
+    )
 
 
 def _interrupted(out_dir: Path) -> None:

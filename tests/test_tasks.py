@@ -100,3 +100,49 @@ def test_task_benchmark_on_a_tiny_model(tmp_path, tiny_model):
     md = (tmp_path / "bench" / "results.md").read_text()
     assert "ppl real" in md and "n/a" in md
     assert bench_report.redraw(Path(tmp_path / "bench"))["settings"]["task"] == "chat"
+
+
+def test_bench_task_chat_cli(tmp_path, tiny_model):
+    from mlx_tune import bench, fileio
+
+    recs = [{"messages": [{"role": "user", "content": f"Is N{i} a class?"}, {"role": "assistant", "content": "class"}],
+             "meta": {"category": "direct", "origin": "synthetic", "source": "file:t", "generator": "t"}}
+            for i in range(3)]  # fmt: skip
+    fileio.write_jsonl(tmp_path / "test.jsonl", recs)
+    fileio.write_jsonl(tmp_path / "train.jsonl", recs[:1])
+    args = ["--task", "chat", "--queries", str(tmp_path / "test.jsonl"), "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(bench.command, [*args, "--model", f"base={tiny_model}", "--max-tokens", "2"])
+    assert result.exit_code == 0, result.output
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert res["settings"]["train"] == str(tmp_path / "train.jsonl") and res["settings"]["n_queries"] == 3
+    assert res["models"][2]["name"] == "nearest-train" and res["models"][2]["accuracy"]["exact_match"] == 1.0
+    assert "--task chat: pass --model" in one_line_error(CliRunner().invoke(bench.command, args))
+
+
+def test_chat_demo_end_to_end_with_tiny_settings(tmp_path, tiny_model):
+    from mlx_tune.tasks.demo import TaskDemoSettings, run_task_demo
+
+    logs: list[str] = []
+    s = TaskDemoSettings(
+        model=str(tiny_model),
+        preset="tiny",
+        out=tmp_path / "demo",
+        iters=2,
+        limit=6,
+        max_tokens=4,
+        log=logs.append,
+    )
+    results = run_task_demo("chat", s)
+    assert [m["name"] for m in results["models"]] == ["base", "tuned", "constant", "nearest-train"]
+    assert all(m["error"] is None for m in results["models"])
+    manifest = json.loads((tmp_path / "demo" / "data" / "manifest.json").read_text())
+    assert manifest["origin"]["real"] > 50 and manifest["origin"]["synthetic"] > 50
+    run = json.loads((tmp_path / "demo" / "demo_run.json").read_text())
+    assert run["train"]["status"] == "completed" and set(run["stage_seconds"]) == {
+        "data",
+        "base model",
+        "train",
+        "benchmark",
+    }
+    assert (tmp_path / "demo" / "adapter" / "adapters.safetensors").is_file()
+    assert any("finished in" in line for line in logs)

@@ -44,6 +44,8 @@ class TaskDemoSettings:
     limit: int | None = None
     """Benchmark at most this many test queries."""
     pretrain_steps: int | None = None
+    preset: str | None = None
+    """Training preset; default: ``tiny`` on the tiny base, the training defaults on another model."""
     log: Callable[[str], None] = field(default=lambda s: click.echo(s, err=True))
 
 
@@ -85,8 +87,8 @@ def run_task_demo(task_name: str, s: TaskDemoSettings) -> dict:
     model = _timed(timings, "base model", s.log, lambda: base_model(s))
     overrides = {"model": model, "data": str(data), "adapter_path": str(adapter), "seed": s.seed}
     overrides.update({"iters": s.iters} if s.iters else {"epochs": s.epochs})
-    tiny = s.model is None
-    settings = train.resolve_settings(preset="tiny" if tiny else None, overrides=overrides)
+    preset = s.preset or ("tiny" if s.model is None else None)
+    settings = train.resolve_settings(preset=preset, overrides=overrides)
     summary = _timed(timings, "train", s.log, lambda: train.train(settings, resume=False, overwrite=True))
     if summary.get("status") == "interrupted":
         raise KeyboardInterrupt
