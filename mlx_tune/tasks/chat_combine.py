@@ -12,7 +12,8 @@ Every record becomes ``{"messages": [...], "meta": {...}}`` with ``meta.origin``
 ``synthetic``: from the file's flag (``--real FILE`` / ``--synthetic FILE``), which applies to the
 whole file, else from the record's own ``origin`` or ``meta.origin``. Duplicates are dropped by the
 question (the user turns, lower-cased, punctuation and extra spaces removed): exact ones, and near
-ones whose word-shingle Jaccard similarity is at least ``near`` (0.8). Real records are kept
+ones whose similarity is at least ``near`` (0.8): the Jaccard similarity of the questions' words
+and word pairs, each weighted by its rarity in the collection (:class:`Similarity`). Real records are kept
 before synthetic ones, then in the order given. Questions still similar at ``group`` (0.5) are
 joined with union-find and each group goes to one split by a seeded hash, so a question and its
 paraphrase never straddle train and test. A bad input is a ``UserError`` naming ``file:line`` and
@@ -370,7 +371,8 @@ def format_manifest(m: dict, out_dir: Path) -> str:
 @click.option("--test", default=0.1, show_default=True, type=float, help="Share of question groups for test.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the split and the shuffle.")
 @click.option("--near", default=NEAR_DUPLICATE, show_default=True, type=float,
-              help="Question similarity (word-bigram Jaccard) at which a record is a near duplicate and dropped.")  # fmt: skip
+              help="Question similarity (Jaccard of words and word pairs, weighted by rarity) at which a record "
+                   "is a near duplicate and dropped.")  # fmt: skip
 @click.option("--group", default=GROUP_SIMILARITY, show_default=True, type=float,
               help="Question similarity at which two records are kept in the same split.")  # fmt: skip
 def combine_command(files, real, synthetic, out_dir, valid, test, seed, near, group) -> None:
@@ -380,6 +382,7 @@ def combine_command(files, real, synthetic, out_dir, valid, test, seed, near, gr
     FILE... take each record's origin from its own `origin` or `meta.origin` field; --real FILE and
     --synthetic FILE tag a whole file. Example:
 
+    \b
       mlx-tune data combine --real curated.jsonl --synthetic generated.jsonl -o data/chat
     """
     inputs = [(p, None) for p in files] + [(p, "real") for p in real] + [(p, "synthetic") for p in synthetic]
