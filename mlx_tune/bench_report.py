@@ -69,12 +69,14 @@ def _speed_cell(m: dict, key: str, digits: int, unit: float) -> str:
 
 
 def figure(value: float | None, interval: list[float] | None, key: str = "") -> str:
-    """``71% [62-79]`` (``0.31 [0.25-0.37]`` for ROUGE-L); ``n/a`` for a figure that does not apply."""
+    """``71% [62-79]`` (``0.31 [0.25-0.37]`` for ROUGE-L, ``12.3 [10.1-15.0]`` for a perplexity); ``n/a``
+    for a figure that does not apply."""
     if value is None:
         return "n/a"
     if key.split("/")[0] in ("rouge_l", "perplexity"):
-        ci = f" [{interval[0]:.2f}-{interval[1]:.2f}]" if interval else ""
-        return f"{value:.2f}{ci}"
+        digits = 2 if key.startswith("rouge_l") or value < 10 else 1
+        ci = f" [{interval[0]:.{digits}f}-{interval[1]:.{digits}f}]" if interval else ""
+        return f"{value:.{digits}f}{ci}"
     ci = f" [{100 * interval[0]:.0f}-{100 * interval[1]:.0f}]" if interval else ""
     return f"{100 * value:.0f}%{ci}"
 

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import make_records, one_line_error
 
-from mlx_tune import UserError, baselines, bench_report, metrics, tasks
+from mlx_tune import UserError, baselines, bench_report, evaluate, metrics, model_spec, tasks
 from mlx_tune.cli import main
 from mlx_tune.merge import merge_phase
 from mlx_tune.phases import load_phase
@@ -94,6 +94,15 @@ def test_task_benchmark_on_a_tiny_model(tmp_path, tiny_model):
     assert model["kind"] == "model" and [m["name"] for m in rest] == ["constant", "nearest-train"]
     assert model["perplexity"] > 1 and model["accuracy"]["perplexity/real"] > 1
     assert model["accuracy"]["perplexity/synthetic"] > 1 and "perplexity/real" not in rest[0]["accuracy"]
+    low, high = model["ci"]["perplexity/real"]
+    assert low <= model["accuracy"]["perplexity/real"] <= high and low < high
+    # the pooled perplexity of all queries is evaluate.perplexity's (one pass over all of them)
+    real = [q for q in queries if q["meta"]["origin"] == "real"]
+    model_, tok = model_spec.load_model(str(tiny_model))
+    assert model["accuracy"]["perplexity/real"] == pytest.approx(
+        evaluate.perplexity(model_, tok, real), rel=1e-4
+    )
+    assert model["perplexity"] == pytest.approx(evaluate.perplexity(model_, tok, queries), rel=1e-4)
     assert model["generation_tps"] > 0 and results["settings"]["task"] == "chat"
     saved = json.loads((tmp_path / "bench" / "results.json").read_text())
     assert saved["models"][0]["accuracy"] == model["accuracy"]

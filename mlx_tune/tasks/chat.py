@@ -16,7 +16,8 @@ Metrics (:func:`score`), each with a 95% interval and also per origin (``rouge_l
   (``B``, ``(B) typer``, ``B. typer``; not ``A function ...``) or the one after "answer is"/"answer:"; for a short answer, its first line up to the first sentence
   end, normalized, equal to the reference's normalization. ``n/a`` when no query is short.
 - ``rouge_l``: mean ROUGE-L F1 (:func:`mlx_tune.metrics.rouge_l`), bootstrap interval.
-- perplexity over the answer tokens, per origin, when a model is loaded (:func:`perplexity_by_origin`).
+- perplexity over the answer tokens, overall and per origin, with a bootstrap interval over
+  queries, when a model is loaded (:func:`perplexity_by_origin`).
 
 Baselines (:func:`baselines`): a constant answer, and the training answer of the training
 question with the most words in common (a retrieval baseline a fine-tune must beat).
@@ -24,6 +25,7 @@ question with the most words in common (a retrieval baseline a fine-tune must be
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from pathlib import Path
@@ -158,14 +160,45 @@ def baselines(queries: list[dict], train: list[dict] | None = None) -> dict[str,
     }
 
 
-def perplexity_by_origin(model, tokenizer, queries: list[dict], max_seq_length: int = 2048) -> dict:
-    """Perplexity of the answer tokens (:func:`mlx_tune.evaluate.perplexity`), overall and per origin."""
+def answer_nll(model, tokenizer, queries: list[dict], max_seq_length: int = 2048) -> list[tuple[float, int]]:
+    """``(negative log-likelihood, tokens)`` of each query's answer tokens, from
+    :func:`mlx_tune.evaluate.perplexity` on that query alone (the tokens training trains)."""
+    from mlx_tune.batching import tokenize_record
     from mlx_tune.evaluate import perplexity
 
-    out = {"all": perplexity(model, tokenizer, queries, max_seq_length=max_seq_length)}
+    out = []
+    for q in queries:
+        ex = tokenize_record(tokenizer, q, mask_prompt=True)
+        n = sum(max(0, min(e, len(ex.tokens), max_seq_length) - s) for s, e in ex.spans)
+        ppl = perplexity(model, tokenizer, [q], max_seq_length=max_seq_length) if n else None
+        out.append((math.log(ppl) * n, n) if ppl else (0.0, 0))
+    return out
+
+
+def pooled_perplexity(nll: list[tuple[float, int]]) -> tuple[float | None, list[float] | None]:
+    """exp(total NLL / total tokens) and its bootstrap interval over queries."""
+    import numpy as np
+
+    losses, counts = (np.array([x[k] for x in nll], dtype=float) for k in (0, 1))
+    if counts.sum() == 0:
+        return None, None
+
+    def stat(idx):
+        tokens = counts[idx].sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(tokens > 0, np.exp(losses[idx].sum(axis=1) / tokens), np.nan)
+
+    return float(math.exp(losses.sum() / counts.sum())), intervals.bootstrap(stat, len(nll))
+
+
+def perplexity_by_origin(model, tokenizer, queries: list[dict], max_seq_length: int = 2048) -> dict:
+    """Perplexity of the answer tokens with a 95% bootstrap interval, overall (``all``) and per
+    origin: ``{"all": (value, ci), "real": ..., "synthetic": ...}``."""
+    nll = answer_nll(model, tokenizer, queries, max_seq_length)
+    out = {"all": pooled_perplexity(nll)}
     for origin in ORIGINS:
-        part = [q for q in queries if origin_of(q) == origin]
-        out[origin] = perplexity(model, tokenizer, part, max_seq_length=max_seq_length) if part else None
+        part = [x for x, q in zip(nll, queries, strict=True) if origin_of(q) == origin]
+        out[origin] = pooled_perplexity(part) if part else (None, None)
     return out
 
 

@@ -164,13 +164,16 @@ def run_task_benchmark(
                 stop_broken_calls=False,
             )
             by_origin = getattr(task, "perplexity_by_origin", None)
-            ppl = by_origin(model, tokenizer, queries) if by_origin else {"all": None}
-            if not by_origin:
-                ppl["all"] = evaluate.perplexity(model, tokenizer, queries)
+            if by_origin:  # {"all": (value, ci), origin: (value, ci)}
+                ppl = by_origin(model, tokenizer, queries)
+            else:
+                ppl = {"all": (evaluate.perplexity(model, tokenizer, queries), None)}
             del model, tokenizer
             mx.clear_cache()
             scored = task.score(queries, gen.texts)
-            scored["accuracy"].update({f"perplexity/{k}": v for k, v in ppl.items() if k != "all"})
+            for key, (value, ci) in ppl.items():
+                if key != "all":
+                    scored["accuracy"][f"perplexity/{key}"], scored["ci"][f"perplexity/{key}"] = value, ci
             write_predictions(stage, name, gen.texts, scored["rows"])
             entries.append(
                 model_entry(
@@ -178,7 +181,7 @@ def run_task_benchmark(
                     "model",
                     spec,
                     scored,
-                    perplexity=ppl["all"],
+                    perplexity=ppl["all"][0],
                     generation_tps=gen.generation_tps,
                     prompt_tps=gen.prompt_tps,
                     latency_s_mean=sum(gen.latencies) / len(gen.latencies),
