@@ -308,9 +308,10 @@ def data_stats(path, as_json, model) -> None:
 
 
 def _add_task_commands() -> None:
-    from mlx_tune.tasks.chat_combine import combine_command
+    from mlx_tune.tasks import data_commands
 
-    data.add_command(combine_command)  # `data combine`: the chat task's data (mlx_tune.tasks.chat)
+    for name, command in data_commands():  # `data combine`: the chat task's data (mlx_tune.tasks.chat)
+        data.add_command(command, name)
 
 
 _add_task_commands()

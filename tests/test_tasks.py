@@ -32,6 +32,12 @@ def test_registry_names_and_errors(monkeypatch):
         tasks.get_task("half")
 
 
+def test_task_data_commands(monkeypatch):
+    assert [name for name, _ in tasks.data_commands()] == ["combine"]
+    monkeypatch.setitem(tasks.DATA_COMMANDS, "graphs", "mlx_tune.tasks.no_such_module:command")
+    assert [name for name, _ in tasks.data_commands()] == ["combine"]  # a task that cannot load is left out
+
+
 def test_columns_declared_or_from_the_rows():
     assert tasks.columns(chat, [])[:3] == [("exact", "exact_match"), ("short acc", "short_answer"),
                                            ("rouge-L", "rouge_l")]  # fmt: skip

@@ -28,6 +28,8 @@ TASK_MODULES = {
     "dot": "mlx_tune.tasks.dot",
 }
 REQUIRED = ("NAME", "SUMMARY", "score", "baselines", "build_demo_data")
+# `mlx-tune data` subcommands that tasks add: command name -> "module:click command".
+DATA_COMMANDS = {"combine": "mlx_tune.tasks.chat_combine:combine_command"}
 
 
 def task_names() -> list[str]:
@@ -67,3 +69,16 @@ def columns(module: ModuleType, entries: list[dict]) -> list[tuple[str, str]]:
     for m in entries:
         keys += [k for k in (m.get("accuracy") or {}) if k not in keys]
     return [(k, k) for k in keys]
+
+
+def data_commands() -> list:
+    """The click commands of :data:`DATA_COMMANDS` (one whose module cannot be imported is left out,
+    so a task missing a dependency never breaks ``mlx-tune data``)."""
+    out = []
+    for name, target in DATA_COMMANDS.items():
+        module_name, _, attr = target.partition(":")
+        try:
+            out.append((name, getattr(importlib.import_module(module_name), attr)))
+        except ImportError:
+            continue
+    return out

@@ -212,11 +212,11 @@ class Similarity:
         union = sum(self.weight[sh] for sh in a | b)
         return sum(self.weight[sh] for sh in a & b) / union if union else 1.0
 
-    def pairs(self, threshold: float, among: list[int] | None = None) -> list[tuple[int, int]]:
-        """Index pairs ``(i, j)``, ``i < j`` in ``among`` order, with similarity >= ``threshold``."""
+    def pairs(self, threshold: float) -> list[tuple[int, int]]:
+        """Index pairs ``(i, j)``, ``i < j``, in order of ``j``, with similarity >= ``threshold``."""
         index: dict[str, list[int]] = {}
         out = []
-        for j in range(len(self.sets)) if among is None else among:
+        for j in range(len(self.sets)):
             s = self.sets[j] - self.common
             candidates = sorted({i for sh in s for i in index.get(sh, ())})
             out += [(i, j) for i in candidates if self(i, j) >= threshold]
