@@ -272,29 +272,28 @@ def command(
 
         if check_name(task_name) != "tools":
             results = _task_benchmark(task_name, model_opts, queries, out_dir, limit, max_tokens, batch_size)
-            _finish(results, out_dir)
-            return
-        models = parse_model_options(model_opts) if model_opts else default_models()
-        if not models:
-            raise UserError(
-                "nothing to benchmark: no phase config base, adapters/phaseN or "
-                "models/*-fused-* found; pass --model NAME=SPEC"
+        else:
+            models = parse_model_options(model_opts) if model_opts else default_models()
+            if not models:
+                raise UserError(
+                    "nothing to benchmark: no phase config base, adapters/phaseN or "
+                    "models/*-fused-* found; pass --model NAME=SPEC"
+                )
+            queries = queries or default_queries()
+            results = run_benchmark(
+                models,
+                queries,
+                out_dir,
+                repeats=repeats,
+                max_tokens=max_tokens,
+                batch_size=batch_size,
+                limit=limit,
+                progress=not quiet,
+                repos_dir=repos_dir,
+                html_dir=html_dir,
+                roots=named_roots(repo_opts, repos_dir),
+                agent_steps=agent_steps,
             )
-        queries = queries or default_queries()
-        results = run_benchmark(
-            models,
-            queries,
-            out_dir,
-            repeats=repeats,
-            max_tokens=max_tokens,
-            batch_size=batch_size,
-            limit=limit,
-            progress=not quiet,
-            repos_dir=repos_dir,
-            html_dir=html_dir,
-            roots=named_roots(repo_opts, repos_dir),
-            agent_steps=agent_steps,
-        )
     except UserError as e:
         raise click.ClickException(str(e)) from None
     except KeyboardInterrupt:

@@ -132,6 +132,20 @@ def test_bench_task_chat_cli(tmp_path, tiny_model):
     assert res["settings"]["train"] == str(tmp_path / "train.jsonl") and res["settings"]["n_queries"] == 3
     assert res["models"][2]["name"] == "nearest-train" and res["models"][2]["accuracy"]["exact_match"] == 1.0
     assert "--task chat: pass --model" in one_line_error(CliRunner().invoke(bench.command, args))
+    (tmp_path / "empty").mkdir()
+    both = [
+        *args,
+        "--model",
+        f"base={tiny_model}",
+        "--model",
+        f"broken={tmp_path / 'empty'}",
+        "--max-tokens",
+        "2",
+    ]
+    result = CliRunner().invoke(bench.command, both)
+    assert result.exit_code == 1 and "1 of 2 models failed: broken" in result.output
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert res["models"][0]["error"] is None and res["models"][1]["error"]
 
 
 def test_chat_demo_end_to_end_with_tiny_settings(tmp_path, tiny_model):

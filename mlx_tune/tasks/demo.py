@@ -24,7 +24,7 @@ from pathlib import Path
 
 import click
 
-from mlx_tune import layout
+from mlx_tune import UserError, layout
 from mlx_tune.tasks import get_task
 
 
@@ -143,52 +143,21 @@ def run_task_benchmark(
     """Answer ``queries`` with each model (greedy, batched), take the answer-token perplexity
     (per origin where the task says how), score with the task, add its baselines, and write
     ``out_dir`` as ``mlx-tune bench`` does; return the ``results.json`` object."""
-    import mlx.core as mx
-
-    from mlx_tune import evaluate, model_spec
-    from mlx_tune.bench_measure import machine_info, p95
+    from mlx_tune.bench_measure import machine_info
     from mlx_tune.bench_score import staged_output, versions, write_outputs
-    from mlx_tune.tasks.score import baseline_entries, model_entry, write_predictions
+    from mlx_tune.tasks.score import baseline_entries, model_entry
 
     task = get_task(task_name)
     entries = []
     with staged_output(out_dir) as stage:
         for name, spec in models.items():
-            model, tokenizer = model_spec.load_model(spec)
-            gen = evaluate.generate_batched(
-                model,
-                tokenizer,
-                queries,
-                max_tokens=max_tokens,
-                batch_size=batch_size,
-                stop_broken_calls=False,
-            )
-            by_origin = getattr(task, "perplexity_by_origin", None)
-            if by_origin:  # {"all": (value, ci), origin: (value, ci)}
-                ppl = by_origin(model, tokenizer, queries)
-            else:
-                ppl = {"all": (evaluate.perplexity(model, tokenizer, queries), None)}
-            del model, tokenizer
-            mx.clear_cache()
-            scored = task.score(queries, gen.texts)
-            for key, (value, ci) in ppl.items():
-                if key != "all":
-                    scored["accuracy"][f"perplexity/{key}"], scored["ci"][f"perplexity/{key}"] = value, ci
-            write_predictions(stage, name, gen.texts, scored["rows"])
-            entries.append(
-                model_entry(
-                    name,
-                    "model",
-                    spec,
-                    scored,
-                    perplexity=ppl["all"][0],
-                    generation_tps=gen.generation_tps,
-                    prompt_tps=gen.prompt_tps,
-                    latency_s_mean=sum(gen.latencies) / len(gen.latencies),
-                    latency_s_p95=p95(gen.latencies),
-                    eval_wall_s=gen.wall_time,
+            try:
+                entries.append(_measure(task, name, spec, queries, stage, max_tokens, batch_size))
+            except Exception as e:  # one model failing must not stop the others
+                message = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
+                entries.append(
+                    {**model_entry(name, "model", spec, {"accuracy": {}, "ci": {}}), "error": message}
                 )
-            )
         results = {
             "machine": machine_info(),
             "versions": versions(),
@@ -205,3 +174,48 @@ def run_task_benchmark(
         }
         write_outputs(stage, results)
     return results
+
+
+def _measure(
+    task, name: str, spec: str, queries: list[dict], stage: Path, max_tokens: int, batch_size: int
+) -> dict:
+    """Load one model, answer, take the perplexity, score; its predictions go into ``stage``."""
+    import mlx.core as mx
+
+    from mlx_tune import evaluate, model_spec
+    from mlx_tune.bench_measure import p95
+    from mlx_tune.tasks.score import model_entry, write_predictions
+
+    model, tokenizer = model_spec.load_model(spec)
+    gen = evaluate.generate_batched(
+        model,
+        tokenizer,
+        queries,
+        max_tokens=max_tokens,
+        batch_size=batch_size,
+        stop_broken_calls=False,
+    )
+    by_origin = getattr(task, "perplexity_by_origin", None)
+    if by_origin:  # {"all": (value, ci), origin: (value, ci)}
+        ppl = by_origin(model, tokenizer, queries)
+    else:
+        ppl = {"all": (evaluate.perplexity(model, tokenizer, queries), None)}
+    del model, tokenizer
+    mx.clear_cache()
+    scored = task.score(queries, gen.texts)
+    for key, (value, ci) in ppl.items():
+        if key != "all":
+            scored["accuracy"][f"perplexity/{key}"], scored["ci"][f"perplexity/{key}"] = value, ci
+    write_predictions(stage, name, gen.texts, scored["rows"])
+    return model_entry(
+        name,
+        "model",
+        spec,
+        scored,
+        perplexity=ppl["all"][0],
+        generation_tps=gen.generation_tps,
+        prompt_tps=gen.prompt_tps,
+        latency_s_mean=sum(gen.latencies) / len(gen.latencies),
+        latency_s_p95=p95(gen.latencies),
+        eval_wall_s=gen.wall_time,
+    )
