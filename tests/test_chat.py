@@ -254,3 +254,16 @@ def test_bench_score_task_chat_end_to_end(tmp_path):
     assert bench_report.redraw(out)["models"][0]["name"] == "answers"  # `bench report` reads it back
     bad = CliRunner().invoke(bench.command, [*args[:2], "nope", *args[3:]])
     assert "--task: unknown task 'nope' (choose from chat, dot, tools)" in one_line_error(bad)
+
+
+def test_multi_turn_conversations_keep_every_turn_and_key_on_all_questions(tmp_path):
+    turns = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is a queue?"},
+             {"role": "assistant", "content": "A FIFO list."}, {"role": "user", "content": "And a stack?"},
+             {"role": "assistant", "content": "A LIFO list."}]  # fmt: skip
+    path = write_lines(tmp_path / "in.jsonl", [{"messages": turns, "origin": "real"}])
+    (item,), _ = read_file(path, None)
+    assert item.record["messages"] == turns and item.question == "what is a queue and a stack"
+    assert (
+        chat.reference_of(item.record) == "A FIFO list."
+        and chat.question_of(item.record) == "What is a queue?"
+    )

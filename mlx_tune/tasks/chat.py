@@ -3,7 +3,7 @@
 Records are plain conversations (``messages``: optional system, user, assistant; no tools), with
 ``meta.origin`` ``real`` or ``synthetic`` and ``meta.task`` ``chat``; ``mlx-tune data combine``
 (:mod:`mlx_tune.tasks.chat_combine`) builds them from the common chat JSONL shapes. A query's
-reference is its last assistant turn; the prompt is everything before the first assistant turn.
+prompt is everything before the first assistant turn and its reference is that turn.
 
 Metrics (:func:`score`), each with a 95% interval and also per origin (``rouge_l/real``,
 ``rouge_l/synthetic``...), real and synthetic questions reported apart:
@@ -52,7 +52,9 @@ _ANSWER_IS = re.compile(r"answer(?:\s+is)?\s*[:\-]?\s*[\(\[]?([A-Da-d])\b", re.I
 
 
 def reference_of(record: dict) -> str:
-    return records.answer_of(record).get("content") or ""
+    """The answer the benchmark's prompt (the messages before the first assistant turn) asks for:
+    the first assistant turn (in a multi-turn conversation, later turns answer later questions)."""
+    return record["messages"][records.first_turn_index(record)].get("content") or ""
 
 
 def origin_of(record: dict) -> str:
