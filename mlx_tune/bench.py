@@ -232,6 +232,14 @@ def _failed_entry(name: str, spec: str, message: str) -> dict:
 @REPO_OPTION
 @HTML_OPTION
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option(
+    "--task",
+    "task_name",
+    default="tools",
+    show_default=True,
+    help="The task whose metrics and baselines score the models: tools, chat or dot (mlx_tune.tasks). "
+    "Other than tools: --model and --queries are required; baselines read train.jsonl beside --queries.",
+)
 @click.pass_context
 def command(
     ctx,
@@ -247,6 +255,7 @@ def command(
     repo_opts,
     html_dir,
     quiet,
+    task_name,
 ) -> None:
     """Benchmark models side by side: accuracy with 95% intervals against baselines, load time,
     speed, memory, size, perplexity.
@@ -259,27 +268,32 @@ def command(
         return
     out_dir = out_dir or layout.BENCHMARKS_DIR / time.strftime("run-%Y%m%d-%H%M%S")
     try:
-        models = parse_model_options(model_opts) if model_opts else default_models()
-        if not models:
-            raise UserError(
-                "nothing to benchmark: no phase config base, adapters/phaseN or "
-                "models/*-fused-* found; pass --model NAME=SPEC"
+        from mlx_tune.tasks import check_name
+
+        if check_name(task_name) != "tools":
+            results = _task_benchmark(task_name, model_opts, queries, out_dir, limit, max_tokens, batch_size)
+        else:
+            models = parse_model_options(model_opts) if model_opts else default_models()
+            if not models:
+                raise UserError(
+                    "nothing to benchmark: no phase config base, adapters/phaseN or "
+                    "models/*-fused-* found; pass --model NAME=SPEC"
+                )
+            queries = queries or default_queries()
+            results = run_benchmark(
+                models,
+                queries,
+                out_dir,
+                repeats=repeats,
+                max_tokens=max_tokens,
+                batch_size=batch_size,
+                limit=limit,
+                progress=not quiet,
+                repos_dir=repos_dir,
+                html_dir=html_dir,
+                roots=named_roots(repo_opts, repos_dir),
+                agent_steps=agent_steps,
             )
-        queries = queries or default_queries()
-        results = run_benchmark(
-            models,
-            queries,
-            out_dir,
-            repeats=repeats,
-            max_tokens=max_tokens,
-            batch_size=batch_size,
-            limit=limit,
-            progress=not quiet,
-            repos_dir=repos_dir,
-            html_dir=html_dir,
-            roots=named_roots(repo_opts, repos_dir),
-            agent_steps=agent_steps,
-        )
     except UserError as e:
         raise click.ClickException(str(e)) from None
     except KeyboardInterrupt:
@@ -289,6 +303,28 @@ def command(
     if failed:
         models_run = [m for m in results["models"] if m.get("kind") != "baseline"]
         raise click.ClickException(f"{len(failed)} of {len(models_run)} models failed: {', '.join(failed)}")
+
+
+def _task_benchmark(task_name, model_opts, queries, out_dir, limit, max_tokens, batch_size) -> dict:
+    """``bench --task NAME`` for a task other than tools (:func:`mlx_tune.tasks.demo.run_task_benchmark`)."""
+    from mlx_tune.tasks.demo import run_task_benchmark
+    from mlx_tune.tasks.score import load_train
+
+    if not model_opts or queries is None:
+        raise UserError(f"--task {task_name}: pass --model NAME=SPEC (repeatable) and --queries FILE")
+    if batch_size < 1 or max_tokens < 1 or (limit is not None and limit < 1):
+        raise UserError("--batch-size, --max-tokens and --limit must be >= 1")
+    train, train_path = load_train(None, Path(queries))
+    return run_task_benchmark(
+        task_name,
+        parse_model_options(model_opts),
+        load_queries(queries, limit),
+        out_dir,
+        train=train,
+        max_tokens=max_tokens,
+        batch_size=batch_size,
+        settings={"queries": str(queries), "limit": limit, "train": str(train_path) if train_path else None},
+    )
 
 
 def _interrupted(out_dir: Path) -> None:
@@ -320,13 +356,39 @@ def _finish(results: dict, out_dir: Path) -> None:
     "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder."
 )
 @click.option("--name", help="Name of the scored answers in the table. Default: the predictions file's name.")
+@click.option(
+    "--task",
+    "task_name",
+    default="tools",
+    show_default=True,
+    help="The task whose metrics and baselines score the answers: tools, chat or dot (mlx_tune.tasks).",
+)
+@click.option(
+    "--train",
+    "train_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With a --task other than tools: training records the baselines may read (default: "
+    "train.jsonl beside --queries, when there is one).",
+)
 @REPOS_OPTION
 @REPO_OPTION
 @HTML_OPTION
-def score_command(queries, predictions, out_dir, name, repos_dir, repo_opts, html_dir) -> None:
+def score_command(
+    queries, predictions, out_dir, name, task_name, train_file, repos_dir, repo_opts, html_dir
+) -> None:
     """Score answers made elsewhere (an API model, LM Studio, mlx_lm.server) without loading a
     model: the same results.json, results.md and chart.png as `mlx-tune bench`, with baselines."""
     try:
+        from mlx_tune.tasks import check_name
+
+        if check_name(task_name) != "tools":
+            from mlx_tune.tasks.score import score_task_predictions
+
+            results = score_task_predictions(
+                task_name, queries, predictions, out_dir, name=name, train=train_file
+            )
+            _finish(results, out_dir)
+            return
         results = score_predictions(
             queries,
             predictions,

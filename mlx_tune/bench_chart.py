@@ -54,6 +54,12 @@ def plot_results(results: dict, path: Path) -> bool:
         for k in CHART_KEYS
         if k != "trajectory_success" or any((m.get("accuracy") or {}).get(k) is not None for m in entries)
     ]
+    task = (results.get("settings") or {}).get("task")
+    if task not in (None, "tools"):  # another task's figures (mlx_tune.tasks)
+        from mlx_tune.tasks import columns, get_task
+
+        module = get_task(task, "settings.task")
+        keys = list(getattr(module, "CHART_KEYS", ())) or [k for _, k in columns(module, entries)]
     speeds = [m for m in entries if m.get("kind") != "baseline" and _finite(m.get("generation_tps"))]
     wide = 6 + 0.9 * len(keys) * max(1, len(entries)) / 3
     if speeds:

@@ -69,29 +69,41 @@ def _speed_cell(m: dict, key: str, digits: int, unit: float) -> str:
 
 
 def figure(value: float | None, interval: list[float] | None, key: str = "") -> str:
-    """``71% [62-79]`` (``0.31 [0.25-0.37]`` for ROUGE-L); ``n/a`` for a figure that does not apply."""
+    """``71% [62-79]`` (``0.31 [0.25-0.37]`` for ROUGE-L, ``12.3 [10.1-15.0]`` for a perplexity); ``n/a``
+    for a figure that does not apply."""
     if value is None:
         return "n/a"
-    if key == "rouge_l":
-        ci = f" [{interval[0]:.2f}-{interval[1]:.2f}]" if interval else ""
-        return f"{value:.2f}{ci}"
+    if key.split("/")[0] in ("rouge_l", "perplexity"):
+        digits = 2 if key.startswith("rouge_l") or value < 10 else 1
+        ci = f" [{interval[0]:.{digits}f}-{interval[1]:.{digits}f}]" if interval else ""
+        return f"{value:.{digits}f}{ci}"
     ci = f" [{100 * interval[0]:.0f}-{100 * interval[1]:.0f}]" if interval else ""
     return f"{100 * value:.0f}%{ci}"
 
 
-def _acc_rows(entries: list[dict]) -> list[list[str]]:
+def task_columns(results: dict) -> tuple[tuple[str, str], ...]:
+    """The accuracy columns of the run's task (``settings.task``; the tools task's without one)."""
+    task = (results.get("settings") or {}).get("task")
+    if task in (None, "tools"):
+        return _ACC_COLUMNS
+    from mlx_tune.tasks import columns, get_task
+
+    return tuple(columns(get_task(task, "settings.task"), results.get("models") or []))
+
+
+def _acc_rows(entries: list[dict], columns=_ACC_COLUMNS) -> list[list[str]]:
     rows = []
     for m in entries:
         acc, ci = m.get("accuracy") or {}, m.get("ci") or {}
         if m.get("error"):
-            rows.append([_label(m)] + ["-"] * len(_ACC_COLUMNS))
+            rows.append([_label(m)] + ["-"] * len(columns))
             continue
-        rows.append([_label(m)] + [figure(acc.get(k), ci.get(k), k) for _, k in _ACC_COLUMNS])
+        rows.append([_label(m)] + [figure(acc.get(k), ci.get(k), k) for _, k in columns])
     return rows
 
 
-def _accuracy_table(entries: list[dict]) -> tuple[list[str], list[list[str]]]:
-    return _keep(["model", *(h for h, _ in _ACC_COLUMNS)], _acc_rows(entries))
+def _accuracy_table(entries: list[dict], columns=_ACC_COLUMNS) -> tuple[list[str], list[list[str]]]:
+    return _keep(["model", *(h for h, _ in columns)], _acc_rows(entries, columns))
 
 
 def _keep(header: list[str], rows: list[list[str]]) -> tuple[list[str], list[list[str]]]:
@@ -157,7 +169,7 @@ def _missing_note(results: dict) -> str:
 
 def format_table(results: dict) -> str:
     """Accuracy (models and baselines, with 95% intervals) and speed tables as plain text."""
-    lines = _plain(*_accuracy_table(results["models"]))
+    lines = _plain(*_accuracy_table(results["models"], task_columns(results)))
     header, rows = _speed(results)
     if rows and any(c != "-" for r in rows for c in r[1:]):
         lines += ["", *_plain(header, rows)]
@@ -185,7 +197,7 @@ def format_markdown(results: dict) -> str:
         "for balanced discrimination, macro-F1 and ROUGE-L); `n/a` where no query qualifies. "
         "Baselines need no model (see `mlx_tune/baselines.py`).",
         "",
-        *_md(*_accuracy_table(results["models"])),
+        *_md(*_accuracy_table(results["models"], task_columns(results))),
     ]
     header, rows = _speed(results)
     if rows and any(c != "-" for r in rows for c in r[1:]):

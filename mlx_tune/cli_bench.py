@@ -64,13 +64,41 @@ def bench(ctx: click.Context) -> None:
     help="Pretraining steps of the embedded tiny base on local text (default: tiny build's; cached).",
 )
 @click.option("--force", is_flag=True, help="Re-run every stage even if its outputs are up to date.")
-def demo(model, repos_mode, iters, limit, out, packages, pretrain_steps, force):
+@click.option(
+    "--task",
+    "task_name",
+    default="tools",
+    show_default=True,
+    help="The task to demonstrate: tools (the pipeline above) or chat (Q&A from docstrings, base vs "
+    "tuned; output in benchmarks/demo-chat unless --out is given).",
+)
+@click.pass_context
+def demo(ctx, model, repos_mode, iters, limit, out, packages, pretrain_steps, force, task_name):
     """Run the whole pipeline offline: tiny model, data, phases 5-7, training, fusing, benchmark.
 
     Outputs land in their usual places under the current directory (data/, adapters/, models/,
     benchmarks/demo/). Re-running skips stages whose inputs and settings are unchanged. On a Mac
     with a network: mlx-tune demo --model mlx-community/Qwen2.5-Coder-7B-Instruct-4bit --repos clone
     """
+    from mlx_tune.tasks import check_name
+
+    if check_name(task_name) != "tools":
+        from mlx_tune.tasks.demo import TaskDemoSettings, run_task_demo
+
+        default_out = ctx.get_parameter_source("out") == click.core.ParameterSource.DEFAULT
+        settings = TaskDemoSettings(
+            model=model,
+            out=None if default_out else out,
+            iters=iters,
+            limit=limit,
+            pretrain_steps=pretrain_steps,
+        )
+        try:
+            run_task_demo(task_name, settings)
+        except KeyboardInterrupt:
+            click.echo("demo: interrupted", err=True)
+            raise SystemExit(130) from None
+        return
     from mlx_tune.demo import DemoSettings, run_demo
 
     extra = {"packages": tuple(packages)} if packages else {}

@@ -302,3 +302,16 @@ def data_stats(path, as_json, model) -> None:
 
     stats = dataset_stats(path, model=model)
     click.echo(json.dumps(stats, indent=2, sort_keys=True) if as_json else format_stats(stats))
+
+
+# ---------------- task data commands (mlx_tune.tasks)
+
+
+def _add_task_commands() -> None:
+    from mlx_tune.tasks import data_commands
+
+    for name, command in data_commands():  # `data combine`: the chat task's data (mlx_tune.tasks.chat)
+        data.add_command(command, name)
+
+
+_add_task_commands()

@@ -342,6 +342,12 @@ def merge_phase(
     phase: int | str | Path, out: Path | str | None = None, phases_dir: Path | str | None = DEFAULT_PHASES_DIR
 ) -> dict[str, Any]:
     """Merge the inputs of a phase config into ``out`` (default ``data/phaseN``)."""
+    cfg = load_phase(phase, phases_dir)
+    if cfg.task != "tools":
+        raise UserError(
+            f"{cfg.path}: task: {cfg.task}: `data merge` builds tools data; build this phase's data with the "
+            f"{cfg.task} task's command (chat: `mlx-tune data combine ... -o {layout.phase_data_dir(cfg.number)}`)"
+        )
     cfg = load_phase(phase, phases_dir, check_inputs=True)
     out = Path(out) if out is not None else layout.phase_data_dir(cfg.number)
     return merge_files(

@@ -11,6 +11,7 @@ Schema (every key but ``phase`` is optional)::
                               # (also unseen_templates: the share of question templates kept
                               # for test only, default 0.15)
     train: {...}              # free-form for ``mlx-tune train``; deep-merged over the parent's train
+    task: chat                # the task (mlx_tune.tasks) the phase trains; inherited; default tools
 
 Input paths are resolved against the current directory (the project root) unless absolute. A
 config that extends a phase its own folder lacks extends the shipped one (a user's ``phase8.yaml``
@@ -31,7 +32,7 @@ from mlx_tune import UserError, layout
 DEFAULT_PHASES_DIR = layout.PHASES_DIR
 DEFAULT_SPLIT = {"valid": 0.1, "test": 0.0, "seed": 0}
 DEFAULT_UNSEEN_TEMPLATES = 0.15  # split.unseen_templates when no phase sets it
-KNOWN_KEYS = ("phase", "extends", "inputs", "split", "train")
+KNOWN_KEYS = ("phase", "extends", "inputs", "split", "train", "task")
 
 # Where each generated input comes from, so a missing file's error says how to make it.
 PRODUCERS = {
@@ -49,6 +50,7 @@ class Phase:
     split: dict[str, Any]
     train: dict[str, Any]
     raw: dict[str, Any] = field(default_factory=dict)
+    task: str = "tools"
 
     def missing_inputs(self) -> list[str]:
         """One message per input file that does not exist, naming the command that makes it."""
@@ -222,9 +224,18 @@ def _load(path: Path, problems: list[str], seen: list[Path]) -> Phase | None:
         raw_train = {}
     train = deep_merge(train, raw_train)
 
+    task = raw.get("task", parent.task if parent else "tools")
+    if "task" in raw:
+        from mlx_tune.tasks import TASK_MODULES
+
+        if task not in TASK_MODULES:
+            problems.append(
+                f"{path}: task: unknown task {task!r} (choose from {', '.join(sorted(TASK_MODULES))})"
+            )
+
     if len(problems) > n_before:
         return None
-    return Phase(number=number, path=path, inputs=inputs, split=split, train=train, raw=raw)
+    return Phase(number=number, path=path, inputs=inputs, split=split, train=train, raw=raw, task=task)
 
 
 def deep_merge(base: dict, over: dict) -> dict:
