@@ -69,8 +69,8 @@ def bench(ctx: click.Context) -> None:
     "task_name",
     default="tools",
     show_default=True,
-    help="The task to demonstrate: tools (the pipeline above) or chat (Q&A from docstrings, base vs "
-    "tuned; output in benchmarks/demo-chat unless --out is given).",
+    help="The task to demonstrate: tools (the pipeline above), chat (Q&A from docstrings) or dot "
+    "(code -> DOT graphs), each base vs tuned; output in benchmarks/demo-TASK unless --out is given.",
 )
 @click.pass_context
 def demo(ctx, model, repos_mode, iters, limit, out, packages, pretrain_steps, force, task_name):

@@ -191,7 +191,8 @@ def _load(path: Path, problems: list[str], seen: list[Path]) -> Phase | None:
         p = Path(item)
         if p not in inputs:
             inputs.append(p)
-    if not inputs and not parent_failed:
+    # Only `data merge` (tools data) reads inputs; another task's command writes the phase folder itself.
+    if not inputs and not parent_failed and raw.get("task", parent.task if parent else "tools") == "tools":
         problems.append(f"{path}: inputs: no input files (list some, or extend a phase that has them)")
 
     split = dict(parent.split) if parent else dict(DEFAULT_SPLIT)

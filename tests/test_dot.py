@@ -383,17 +383,29 @@ def test_folder_sources_and_errors(tmp_path):
         dot_data.installed_files("no-such-distribution-xyz")
 
 
-def test_data_command_writes_the_merge_input(tmp_path):
+def test_data_command_writes_a_split_phase_folder(tmp_path):
     repo = tmp_path / "myrepo"
     for rel, text in TREE.items():
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
         (repo / rel).write_text(text)
     counts = dot_data.data_command([str(repo), "jsonlines"], tmp_path / "out", synthetic=4, per_kind=2)
-    recs = fileio.read_jsonl(tmp_path / "out" / "training_examples.jsonl")
-    assert len(recs) == counts["records"]
+    splits = {n: fileio.read_jsonl(tmp_path / "out" / f"{n}.jsonl") for n in ("train", "valid", "test")}
+    recs = [r for rs in splits.values() for r in rs]
+    assert len(recs) == counts["records"] == sum(counts[n] for n in splits)
     assert {r["meta"]["repo"] for r in recs} == {"myrepo", "jsonlines", "synthetic"}
+    files = {n: {(r["meta"]["repo"], f) for r in rs for f in r["meta"]["files"]} for n, rs in splits.items()}
+    assert not files["train"] & (files["valid"] | files["test"])  # no source file straddles splits
     manifest = yaml.safe_load((tmp_path / "out" / "manifest.json").read_text())
-    assert set(manifest["sources"]) == {"jsonlines"} and manifest["sha256"]
+    assert set(manifest["sources"]) == {"jsonlines"} and set(manifest["files"]) == {
+        "train.jsonl",
+        "valid.jsonl",
+        "test.jsonl",
+    }
+    # a failing run leaves the folder as it was
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    with pytest.raises(UserError):
+        dot_data.data_command([str(tmp_path / "missing")], tmp_path / "out")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
     with pytest.raises(UserError, match="not a plain repository name"):
         dot_data.sources_from([f"../x={repo}"])
     (tmp_path / "nopy").mkdir()
@@ -431,7 +443,9 @@ def test_recipe_has_the_issue_settings(tmp_path):
 def test_recipe_loads_as_a_phase():
     from mlx_tune import phases
 
-    if "task" not in phases.KNOWN_KEYS:
-        pytest.skip("phase configs learn the task key on the tasks branch (merged by the lead)")
+    from mlx_tune import train_config
+
     phase = phases.load_phase(RECIPE)
-    assert phase.task == "dot" and phase.split["test"] == 0.2
+    assert phase.task == "dot" and phase.number == 20 and phase.inputs == []
+    s = train_config.resolve_settings(phase=str(RECIPE), notes=[])  # a recipe named by its path
+    assert (s.data, s.adapter_path) == ("data/phase20", "adapters/phase20")

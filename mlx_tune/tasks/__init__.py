@@ -29,7 +29,10 @@ TASK_MODULES = {
 }
 REQUIRED = ("NAME", "SUMMARY", "score", "baselines", "build_demo_data")
 # `mlx-tune data` subcommands that tasks add: command name -> "module:click command".
-DATA_COMMANDS = {"combine": "mlx_tune.tasks.chat_combine:combine_command"}
+DATA_COMMANDS = {
+    "combine": "mlx_tune.tasks.chat_combine:combine_command",
+    "dot-examples": "mlx_tune.tasks.dot_data:dot_examples_command",
+}
 
 
 def task_names() -> list[str]:

@@ -40,7 +40,8 @@ class TaskDemoSettings:
     epochs: int = 3
     iters: int | None = None
     """Training iterations (``None``: ``epochs`` over the train split)."""
-    max_tokens: int = 48
+    max_tokens: int | None = None
+    """Most tokens per answer (``None``: the task's ``MAX_TOKENS``, else 48)."""
     limit: int | None = None
     """Benchmark at most this many test queries."""
     pretrain_steps: int | None = None
@@ -103,7 +104,7 @@ def run_task_demo(task_name: str, s: TaskDemoSettings) -> dict:
             queries,
             out / "bench",
             train=load_queries(data / "train.jsonl"),
-            max_tokens=s.max_tokens,
+            max_tokens=s.max_tokens or getattr(task, "MAX_TOKENS", 48),
             settings={"queries": str(data / "test.jsonl")},
         ),
     )
@@ -152,7 +153,9 @@ def run_task_benchmark(
     with staged_output(out_dir) as stage:
         for name, spec in models.items():
             try:
-                entries.append(_measure(task, name, spec, queries, stage, max_tokens, batch_size))
+                entries.append(
+                    _measure(task, name, spec, queries, stage, max_tokens, batch_size, train or [])
+                )
             except Exception as e:  # one model failing must not stop the others
                 message = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
                 entries.append(
@@ -177,7 +180,7 @@ def run_task_benchmark(
 
 
 def _measure(
-    task, name: str, spec: str, queries: list[dict], stage: Path, max_tokens: int, batch_size: int
+    task, name: str, spec: str, queries: list[dict], stage: Path, max_tokens: int, batch_size: int, train
 ) -> dict:
     """Load one model, answer, take the perplexity, score; its predictions go into ``stage``."""
     import mlx.core as mx
@@ -202,7 +205,7 @@ def _measure(
         ppl = {"all": (evaluate.perplexity(model, tokenizer, queries), None)}
     del model, tokenizer
     mx.clear_cache()
-    scored = task.score(queries, gen.texts)
+    scored = task.score(queries, gen.texts, train=train)
     for key, (value, ci) in ppl.items():
         if key != "all":
             scored["accuracy"][f"perplexity/{key}"], scored["ci"][f"perplexity/{key}"] = value, ci

@@ -20,6 +20,8 @@ import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import click
+
 from mlx_tune import UserError, fileio, repos
 from mlx_tune.tasks import dot_synth
 from mlx_tune.tasks.dot_extract import Fact, extract_all
@@ -314,24 +316,31 @@ def sources_from(specs: list[str]) -> tuple[dict[str, dict[str, str]], dict[str,
 
 
 def data_command(
-    specs: list[str], out_dir: str | Path, *, seed: int = 0, synthetic: int = 40, per_kind: int = 6
+    specs: list[str],
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    synthetic: int = 40,
+    per_kind: int = 6,
+    valid: float = 0.1,
+    test: float = 0.2,
 ) -> dict:
     """What ``mlx-tune data dot-examples REPO... -o DIR`` does: every pair of the repositories
-    (:func:`sources_from`) and the synthetic programs into ``DIR/training_examples.jsonl`` (the
-    input ``mlx-tune data merge`` splits by source file) with a ``manifest.json``; returns counts."""
+    (:func:`sources_from`) and of the synthetic programs, split by source file (:func:`split`)
+    into ``DIR/{train,valid,test}.jsonl`` with a ``manifest.json``, all written or none; returns
+    the counts. (``data merge`` builds tools data; a DOT phase's folder comes from here.)"""
     sources, versions = sources_from(specs)
-    recs = examples(sources, seed=seed, synthetic=synthetic, per_kind=per_kind)
-    out_dir = Path(out_dir)
-    fileio.write_jsonl(out_dir / "training_examples.jsonl", recs)
-    counts = {
-        "records": len(recs),
-        "origin": dict(sorted(Counter(r["meta"]["origin"] for r in recs).items())),
-    }
-    counts["kind"] = dict(sorted(Counter(r["meta"]["kind"] for r in recs).items()))
-    manifest = {"generator": GENERATOR, "task": "dot", "seed": seed, **counts, "sources": versions}
-    manifest["sha256"] = fileio.sha256_file(out_dir / "training_examples.jsonl")
-    fileio.write_json(out_dir / "manifest.json", manifest)
-    return counts
+    with fileio.atomic_folder(out_dir) as stage:
+        return build(
+            sources,
+            stage,
+            seed=seed,
+            synthetic=synthetic,
+            per_kind=per_kind,
+            valid=valid,
+            test=test,
+            extra_manifest={"sources": versions},
+        )
 
 
 def build_demo_data(
@@ -354,4 +363,26 @@ def build_demo_data(
         per_kind=per_kind,
         extra_manifest={"sources": versions, "limits": DEMO_LIMITS},
         **DEMO_LIMITS,
+    )
+
+
+@click.command("dot-examples")
+@click.argument("repos", nargs=-1, required=True)
+@click.option("-o", "--out", "out_dir", default="data/phase20", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder: train/valid/test.jsonl and manifest.json (data/phase20 is the folder the "
+                   "DOT recipe, mlx_tune/configs/phases/dot.yaml, trains on).")  # fmt: skip
+@click.option("--synthetic", default=40, show_default=True, type=click.IntRange(0),
+              help="Synthetic programs to add (each gives a code -> DOT and a description -> DOT pair).")  # fmt: skip
+@click.option("--per-kind", default=6, show_default=True, type=click.IntRange(1),
+              help="Most graphs of each kind (classes, imports, calls, states) per source file.")  # fmt: skip
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed for choosing and phrasing pairs.")
+def dot_examples_command(repos, out_dir, synthetic, per_kind, seed) -> None:
+    """Code -> DOT and description -> DOT pairs from REPOS (NAME=DIR, a folder, or an installed
+    package's name), parsed with ast (never imported), plus synthetic programs."""
+    counts = data_command(list(repos), out_dir, seed=seed, synthetic=synthetic, per_kind=per_kind)
+    kinds = ", ".join(f"{k} {v}" for k, v in counts["kind"].items())
+    click.echo(
+        f"wrote {counts['records']} pairs to {out_dir}: train {counts['train']}, valid {counts['valid']}, "
+        f"test {counts['test']} ({kinds}; {counts['synthetic_share']:.0%} synthetic)"
     )

@@ -44,7 +44,7 @@ def baseline_entries(task, queries: list[dict], train: list[dict], stage: Path |
     """The task's baselines scored like a model, ``kind: baseline``."""
     entries = []
     for name, texts in task.baselines(queries, train).items():
-        scored = task.score(queries, texts)
+        scored = task.score(queries, texts, train=train)
         if stage is not None:
             write_predictions(stage, f"baseline-{name}", texts, scored["rows"])
         entries.append(model_entry(name, "baseline", None, scored))
@@ -81,7 +81,7 @@ def score_task_predictions(
         raise UserError(f"--train {train}: no records")
     name = name or predictions.stem
     with staged_output(out_dir) as stage:
-        scored = task.score(query_records, texts)
+        scored = task.score(query_records, texts, train=train_records)
         write_predictions(stage, name, texts, scored["rows"])
         results = {
             "machine": {"platform": platform.platform(), "python": platform.python_version()},

@@ -13,8 +13,9 @@ NAME = "tools"
 SUMMARY = "tool use over a repository: grep, read or answer directly (the default task)"
 
 
-def score(queries: list[dict], texts: list[str], **score_kw) -> dict:
-    """:func:`mlx_tune.metrics.score` (calls run in the folders ``score_kw`` names), plus ``rows``."""
+def score(queries: list[dict], texts: list[str], *, train: list[dict] | None = None, **score_kw) -> dict:
+    """:func:`mlx_tune.metrics.score` (calls run in the folders ``score_kw`` names), plus ``rows``.
+    ``train`` is part of the task contract; no tools metric reads it."""
     from mlx_tune import metrics
 
     scored = metrics.score(queries, texts, **score_kw)
