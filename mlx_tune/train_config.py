@@ -249,7 +249,10 @@ def resolve_settings(
         layers.append(
             (
                 "phase defaults",
-                {"data": str(layout.phase_data_dir(ph.number)), "adapter_path": str(layout.adapter_dir(ph.number))},
+                {
+                    "data": str(layout.phase_data_dir(ph.number)),
+                    "adapter_path": str(layout.adapter_dir(ph.number)),
+                },
             )
         )
     if config:

@@ -441,9 +441,7 @@ def test_recipe_has_the_issue_settings(tmp_path):
 
 
 def test_recipe_loads_as_a_phase():
-    from mlx_tune import phases
-
-    from mlx_tune import train_config
+    from mlx_tune import phases, train_config
 
     phase = phases.load_phase(RECIPE)
     assert phase.task == "dot" and phase.number == 20 and phase.inputs == []

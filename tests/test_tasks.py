@@ -35,7 +35,10 @@ def test_registry_names_and_errors(monkeypatch):
 def test_task_data_commands(monkeypatch):
     assert [name for name, _ in tasks.data_commands()] == ["combine", "dot-examples"]
     monkeypatch.setitem(tasks.DATA_COMMANDS, "graphs", "mlx_tune.tasks.no_such_module:command")
-    assert [name for name, _ in tasks.data_commands()] == ["combine", "dot-examples"]  # a task that cannot load is left out
+    assert [name for name, _ in tasks.data_commands()] == [
+        "combine",
+        "dot-examples",
+    ]  # a task that cannot load is left out
 
 
 def test_columns_declared_or_from_the_rows():
