@@ -73,8 +73,9 @@ class DemoSettings:
     """Benchmark at most this many held-out queries (``None``: all)."""
     packages: tuple[str, ...] = DEMO_PACKAGES
     """Installed distributions to take as repositories with ``repos="installed"`` (missing ones skipped)."""
-    load_repeats: int = 3
-    """Fresh processes per model for the benchmark's median load time."""
+    load_repeats: int = 1
+    """Fresh processes per model for the benchmark's median load time (one here: each costs a Python
+    start and an mlx import, ~2 s, for a tiny model that loads in ~0.1 s; ``bench`` defaults to 3)."""
     force: bool = False
     """Re-run every stage even when its outputs are up to date."""
     log: Callable[[str], None] = field(default=lambda s: click.echo(s, err=True))
