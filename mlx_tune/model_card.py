@@ -61,9 +61,23 @@ def tools_spec(data_dir: str | None) -> dict:
         first = _first_record(Path(data_dir) / f"{split}.jsonl")
         if first is not None:
             break
+    meta = first.get("meta") if first is not None else None
+    task = meta.get("task") if isinstance(meta, dict) else None
+    if isinstance(task, str) and task != "tools":  # a chat or DOT model: plain answers, no tools
+        system = next((m.get("content") for m in first.get("messages") or [] if _is_system(m)), None)
+        return {
+            "format": "plain",
+            "task": task,
+            "system": system if isinstance(system, str) else None,
+            "tools": [],
+        }
     if first is not None and "tools" not in first:
         return {"format": "code", "system": records.CODE_SYSTEM_PROMPT, "tools": []}
     return {"format": "tools", "system": records.SYSTEM_PROMPT, "tools": records.TOOLS}
+
+
+def _is_system(message) -> bool:
+    return isinstance(message, dict) and message.get("role") == "system"
 
 
 def _first_record(path: Path) -> dict | None:
@@ -77,13 +91,14 @@ def _first_record(path: Path) -> dict | None:
     return None
 
 
-def front_matter(r: dict, license: str | None = None) -> dict:
-    """The card's Hugging Face metadata for a fuse report ``r``."""
+def front_matter(r: dict, license: str | None = None, spec: dict | None = None) -> dict:
+    """The card's Hugging Face metadata for a fuse report ``r`` (``spec``: :func:`tools_spec`)."""
     base_model, base_license = base_metadata(r["base"])
     meta: dict = {}
     if base_model:
         meta["base_model"] = base_model
-    tags = list(TAGS)
+    plain = spec is not None and spec.get("format") == "plain"
+    tags = ["mlx", "lora", spec["task"]] if plain else list(TAGS)
     if r.get("base_bits") in (2, 3, 4) and r.get("fine_tune_type") != "full":
         tags.append("qlora")
     meta |= {
@@ -131,7 +146,45 @@ def _training_rows(r: dict) -> list[str]:
     ]
 
 
+# A question of each non-tools task for the card's usage example.
+EXAMPLE_QUESTIONS = {
+    "chat": "What does typer.echo do?",
+    "dot": "Module shapes: Square and Circle are subclasses of Shape. Write the class hierarchy as DOT.",
+}
+
+
+def _plain_usage(path: str, spec: dict) -> list[str]:
+    """Usage of a model that answers in plain text (the chat and dot tasks): no tools."""
+    question = EXAMPLE_QUESTIONS.get(spec["task"], "Your question here")
+    system = spec.get("system")
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": question}
+    ]
+    body = json.dumps({"messages": messages, "max_tokens": 256}, ensure_ascii=False).replace("'", "'\\''")
+    said = (
+        "with the system prompt saved in `tools.json` (send the same one)"
+        if system
+        else "without a system prompt"
+    )
+    return [
+        "## Use it",
+        "",
+        f"A `{spec['task']}` model: it answers in plain text and calls no tools. It was trained {said}.",
+        "",
+        "```sh",
+        f"mlx_lm.server --model {path} --port 8080 &",
+        "curl -s localhost:8080/v1/chat/completions -H 'Content-Type: application/json' \\",
+        f"  -d '{body}'",
+        "```",
+        "",
+        "LM Studio (MLX engine) loads this folder as it is.",
+        "",
+    ]
+
+
 def _usage(path: str, spec: dict) -> list[str]:
+    if spec["format"] == "plain":
+        return _plain_usage(path, spec)
     question = "Where is APIRouter defined?"
     if spec["format"] == "code":
         return [
@@ -194,7 +247,7 @@ def _usage(path: str, spec: dict) -> list[str]:
 
 def model_card(r: dict, spec: dict, license: str | None = None) -> str:
     """``README.md`` for a fused model folder: metadata block, how it was made and checked, usage."""
-    meta = yaml.safe_dump(front_matter(r, license), sort_keys=False, allow_unicode=True)
+    meta = yaml.safe_dump(front_matter(r, license, spec), sort_keys=False, allow_unicode=True)
     precision = f"{r['bits']} bits (group size {r['group_size']})" if r["bits"] != 16 else "float precision"
     lines = [
         "---",

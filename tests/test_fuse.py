@@ -94,6 +94,34 @@ def test_card_metadata_for_a_hub_base_and_a_license_option():
     assert front_matter(report)["license"] == "other" and meta["mlx_tune"]["phase"] == 7
 
 
+def test_a_chat_or_dot_model_gets_a_plain_card_and_no_tools(tmp_path):
+    """A model trained on another task's records (meta.task) is described as that task: its own
+    system prompt (or none) in tools.json, no tool schemas, its task as a tag, a plain request."""
+    import yaml
+
+    from mlx_tune import fileio, model_card
+
+    system = "You write Graphviz DOT."
+    dot = {"messages": [{"role": "system", "content": system}, {"role": "user", "content": "classes of m"},
+                        {"role": "assistant", "content": 'digraph "G" {}'}], "meta": {"task": "dot"}}  # fmt: skip
+    fileio.write_jsonl(tmp_path / "train.jsonl", [dot])
+    spec = model_card.tools_spec(str(tmp_path))
+    assert spec == {"format": "plain", "task": "dot", "system": system, "tools": []}
+    report = {"base": "models/tiny", "base_bits": 4, "phase": 20, "bits": 8, "fine_tune_type": "lora"}
+    report |= {"data": {"train": 1}, "greedy_agreement": None, "save_path": "models/dot-fused-8bit"}
+    report |= {"adapter_path": "adapters/phase20", "group_size": 64, "verify_prompts": 0, "max_tokens": 32}
+    report |= {"fused_bytes": 1, "base_bytes": 1, "adapter_bytes": 1, "fuse_seconds": 1, "total_seconds": 1}
+    card = model_card.model_card(report, spec)
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["tags"] == ["mlx", "lora", "dot", "qlora"] and "tool-use" not in card
+    request = card[card.index("-d '") + 4 : card.rindex("'")]
+    assert json.loads(request)["messages"][0] == {"role": "system", "content": system}
+    chat = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    fileio.write_jsonl(tmp_path / "train.jsonl", [chat | {"meta": {"task": "chat"}}])
+    assert model_card.tools_spec(str(tmp_path))["system"] is None
+    assert "without a system prompt" in model_card.model_card(report, model_card.tools_spec(str(tmp_path)))
+
+
 class _Hub:
     """Stands in for huggingface_hub.HfApi; records the calls."""
 
