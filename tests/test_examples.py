@@ -14,9 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 import mlx_tune
-from mlx_tune import data_quality, docstrings, examples, fileio, records, tools
+from mlx_tune import docstrings, fileio, records, tools
 from mlx_tune.cli import main
-from mlx_tune.repo_index import RepoIndex
+from mlx_tune.data import data_quality, examples
+from mlx_tune.data.repo_index import RepoIndex
 
 ROUTES = '''"""HTTP routing for {pkg}: a router that maps request paths to handler functions."""
 import json
@@ -145,10 +146,10 @@ def fake_build_direct(n: int, *, seed: int = 0, fmt: str = "tools", pool: str = 
 
 @pytest.fixture(autouse=True)
 def fake_direct(monkeypatch):
-    """Direct records come from mlx_tune.stdlib_direct (another module); a stand-in here."""
-    fake = types.ModuleType("mlx_tune.stdlib_direct")
+    """Direct records come from mlx_tune.data.stdlib_direct (another module); a stand-in here."""
+    fake = types.ModuleType("mlx_tune.data.stdlib_direct")
     fake.build_direct = fake_build_direct
-    monkeypatch.setitem(sys.modules, "mlx_tune.stdlib_direct", fake)
+    monkeypatch.setitem(sys.modules, "mlx_tune.data.stdlib_direct", fake)
     monkeypatch.setattr(mlx_tune, "stdlib_direct", fake, raising=False)
 
 
