@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import mlx_tune
+import mlx_tune.data
 from mlx_tune import docstrings, fileio, records, tools
 from mlx_tune.cli import main
 from mlx_tune.data import data_quality, examples
@@ -150,7 +150,7 @@ def fake_direct(monkeypatch):
     fake = types.ModuleType("mlx_tune.data.stdlib_direct")
     fake.build_direct = fake_build_direct
     monkeypatch.setitem(sys.modules, "mlx_tune.data.stdlib_direct", fake)
-    monkeypatch.setattr(mlx_tune, "stdlib_direct", fake, raising=False)
+    monkeypatch.setattr(mlx_tune.data, "stdlib_direct", fake, raising=False)
 
 
 COUNTS = {"grep": 24, "read": 10, "direct": 4}
