@@ -420,5 +420,5 @@ def test_domain_default_is_this_projects_library():
     root = examples.default_domain_root()
     repo = examples.domain_repo()
     assert repo.source == "domain:mlx_tune" and repo.name == "mlx_tune"
-    assert repo.root == root / "mlx_tune" and (repo.root / "examples.py").is_file()
+    assert repo.root == root / "mlx_tune" and (repo.root / "data" / "examples.py").is_file()
     assert not (repo.root / "tests").exists()
