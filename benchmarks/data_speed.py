@@ -11,7 +11,7 @@ parse wall time; the target is <= 2). Each side is run ``--repeat`` times; the b
 
 Without ``--repos`` the repositories are built from installed distributions (click, typer,
 pydantic, attrs, jinja2, tqdm, rich, httpx2, anyio, ... whichever are installed) in a
-temporary folder with ``mlx_tune.repos.add_installed``, so it runs offline.
+temporary folder with ``mlx_tune.data.repos.add_installed``, so it runs offline.
 
     python benchmarks/data_speed.py [--repos data/repos] [--jobs N] [--repeat 3]
 """
@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlx_tune import examples, repos
+from mlx_tune.data import examples, repos
 
 DEFAULT_DISTS = [
     "click",

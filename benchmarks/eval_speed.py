@@ -2,7 +2,7 @@
 """Speed of mlx_tune's evaluation against a plain ``mlx_lm.generate`` loop, on one model and one
 query set, in one run.
 
-(a) ``mlx_tune.evaluate.generate_batched``: greedy, queries decoded together in mlx-lm's
+(a) ``mlx_tune.eval.evaluate.generate_batched``: greedy, queries decoded together in mlx-lm's
 ``BatchGenerator``, the shared prompt prefix (system prompt + tool schemas) computed once and its
 KV cache copied per query, each query stopping when its answer is complete (``<|im_end|>`` or
 ``</tool_call>``). (b) one ``mlx_lm.generate`` call per query (greedy, stops at EOS or
@@ -19,7 +19,7 @@ attempted tool calls are valid.
         [--max-tokens 128] [--batch-size 32] [--repeats 1] [--agent [--repos DIR] [--max-steps 3]]
         [--fixture [--train-steps 300]]
 
-``--agent`` compares the agent loop instead (:mod:`mlx_tune.agent`: each query calls tools in the
+``--agent`` compares the agent loop instead (:mod:`mlx_tune.eval.agent`: each query calls tools in the
 sandbox until it answers): every round batched against one ``mlx_lm.generate`` per query and
 step; the last line's agreement is then the share of queries whose runs have the same outcome
 (same calls, same final text; a call stopped early at broken JSON counts as its full decode).
@@ -50,19 +50,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlx_tune import (
-    UserError,
-    agent,
-    bench,
-    cpu_blas,
-    evaluate,
-    fileio,
-    layout,
-    metrics,
-    model_spec,
-    records,
-    tools,
-)
+from mlx_tune import UserError, fileio, layout, records, tools
+from mlx_tune.eval import agent, bench, evaluate, metrics
+from mlx_tune.models import cpu_blas, model_spec
 
 FIXTURE_CACHE = Path(tempfile.gettempdir()) / "mlx_tune_eval_speed"
 FIXTURE_VERSION = 1  # bump when the fixture's records or training change
@@ -150,9 +140,9 @@ def fixture_model(train: list[dict], steps: int, seed: int = 0) -> Path:
     from mlx_lm.utils import save_model
     from tqdm import tqdm
 
-    from mlx_tune import tiny
-    from mlx_tune.batching import tokenize_record
-    from mlx_tune.prefix import make_prefix_batch, make_prefix_loss
+    from mlx_tune.models import tiny
+    from mlx_tune.rendering import tokenize_record
+    from mlx_tune.training.prefix import make_prefix_batch, make_prefix_loss
 
     stamp = [FIXTURE_VERSION, FIXTURE_SIZE, steps, seed, train, version("mlx"), version("mlx-lm")]
     stamp.append(hashlib.sha256(Path(tiny.__file__).read_bytes()).hexdigest())  # how the base is built
@@ -351,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
                 queries = bench.load_queries(queries_path, args.limit)
                 source = str(queries_path)
             if spec is None:
-                from mlx_tune.tiny import build_tiny_model
+                from mlx_tune.models.tiny import build_tiny_model
 
                 spec = str(build_tiny_model(Path(tmp) / "tiny"))
             model, tokenizer = model_spec.load_model(spec)

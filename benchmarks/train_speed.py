@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def default_model() -> Path:
-    from mlx_tune.tiny import build_tiny_model
-    from mlx_tune.tiny_pretrain import cache_dir
+    from mlx_tune.models.tiny import build_tiny_model
+    from mlx_tune.models.tiny_pretrain import cache_dir
 
     path = cache_dir() / "bench-tiny-model"
     if not (path / "config.json").is_file():
@@ -60,7 +60,7 @@ def same_blas() -> dict:
     """The same BLAS for every child: ``mlx-tune`` may restart itself with the system OpenBLAS on
     Linux, so mlx-lm gets it preloaded too (nothing changes where there is none)."""
     try:
-        from mlx_tune import cpu_blas
+        from mlx_tune.models import cpu_blas
     except ImportError:
         return {}
     lib = cpu_blas.find_openblas()

@@ -29,9 +29,10 @@ from pathlib import Path
 
 import click
 
-from mlx_tune import UserError, __version__, cpu_blas, layout
+from mlx_tune import UserError, __version__, layout
 from mlx_tune.fileio import sha256_file, write_json
-from mlx_tune.tiny import DEFAULT_PRETRAIN_STEPS
+from mlx_tune.models import cpu_blas
+from mlx_tune.models.tiny import DEFAULT_PRETRAIN_STEPS
 
 TINY_MODEL_DIR = layout.TINY_MODEL_DIR
 TINY_4BIT_DIR = layout.TINY_4BIT_DIR
@@ -141,7 +142,7 @@ def run_demo(s: DemoSettings) -> dict:
     model = s.model or str(TINY_MODEL_DIR)
     tiny = s.model is None
     if tiny:
-        from mlx_tune.tiny import build_tiny_model
+        from mlx_tune.models.tiny import build_tiny_model
 
         stage(
             "tiny model",
@@ -156,7 +157,7 @@ def run_demo(s: DemoSettings) -> dict:
     if tiny:
         _qlora_stages(s, stage)
 
-    from mlx_tune.fuse import fuse
+    from mlx_tune.training.fuse import fuse
 
     for n in FUSED_PHASES:
         adapters, out = layout.adapter_dir(n), layout.fused_model_dir(n)
@@ -170,7 +171,7 @@ def run_demo(s: DemoSettings) -> dict:
             ),
         )
 
-    from mlx_tune.bench import format_table, project_models, run_benchmark
+    from mlx_tune.eval.bench import format_table, project_models, run_benchmark
 
     models = project_models(model, qlora=tiny)
     queries = layout.query_file()
@@ -214,7 +215,7 @@ def run_demo(s: DemoSettings) -> dict:
 
 
 def _data_stages(s: DemoSettings, stage) -> None:
-    from mlx_tune import datacheck, examples, html_examples, merge, repos
+    from mlx_tune.data import datacheck, examples, html_examples, merge, repos
 
     repos_dir = layout.REPOS_DIR
     if s.repos == "clone":
@@ -277,7 +278,7 @@ def _data_stages(s: DemoSettings, stage) -> None:
 
 
 def _train_stages(s: DemoSettings, stage, model: str, tiny: bool) -> None:
-    from mlx_tune import train
+    from mlx_tune.training import train
 
     for n in PHASES:
         data, adapters = layout.phase_data_dir(n), layout.adapter_dir(n)
@@ -303,9 +304,9 @@ def _train_stages(s: DemoSettings, stage, model: str, tiny: bool) -> None:
 
 def _qlora_stages(s: DemoSettings, stage) -> None:
     """A 4-bit tiny base, LoRA on one phase, and its fuse into 8 bits (see QLORA_OVERRIDES)."""
-    from mlx_tune import train
-    from mlx_tune.fuse import fuse
-    from mlx_tune.tiny import build_tiny_model
+    from mlx_tune.models.tiny import build_tiny_model
+    from mlx_tune.training import train
+    from mlx_tune.training.fuse import fuse
 
     stage(
         "tiny model (4-bit)",

@@ -23,7 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mlx_tune import UserError, bench, layout  # noqa: E402
+from mlx_tune import UserError, layout  # noqa: E402
+from mlx_tune.eval import bench
 from mlx_tune.fileio import write_text  # noqa: E402
 
 LOG = layout.BENCHMARKS_DIR / "benchmark_all_phases.log"

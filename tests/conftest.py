@@ -69,7 +69,7 @@ def write_data(d: Path, n_train: int = 16, n_valid: int = 4) -> Path:
 
 def train_settings(model, data, out, **kw):
     """Short LoRA ``TrainSettings`` for the tiny model (``kw`` overrides any field)."""
-    from mlx_tune.train_config import TrainSettings
+    from mlx_tune.training.train_config import TrainSettings
 
     base = dict(
         model=str(model),
@@ -102,7 +102,7 @@ TINY_TEST_SIZE = {
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """Path of a tiny float32 Qwen2 model directory (mlx_lm.load-able), built once per session."""
-    from mlx_tune.tiny import build_tiny_model
+    from mlx_tune.models.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", pretrain_steps=0, **TINY_TEST_SIZE)
 
@@ -110,7 +110,7 @@ def tiny_model(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model_4bit(tmp_path_factory):
     """The same tiny model, 4-bit quantized (group size 64), for QLoRA paths."""
-    from mlx_tune.tiny import build_tiny_model
+    from mlx_tune.models.tiny import build_tiny_model
 
     return build_tiny_model(
         tmp_path_factory.mktemp("tiny4") / "model", bits=4, pretrain_steps=0, **TINY_TEST_SIZE

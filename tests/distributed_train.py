@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlx_tune.train import train  # noqa: E402
+from mlx_tune.training.train import train  # noqa: E402
 from tests.conftest import train_settings  # noqa: E402
 
 if __name__ == "__main__":

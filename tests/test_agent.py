@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from conftest import make_records
 
-from mlx_tune import agent, model_spec, records, tools
+from mlx_tune import records, tools
+from mlx_tune.eval import agent
+from mlx_tune.models import model_spec
 
 ALPHA = '"""Alpha things."""\n\n\nclass Alpha:\n    """Holds the alpha value."""\n\n    value = 1\n'
 BETA = "def beta(x):\n    return x + 1\n"

@@ -9,8 +9,9 @@ import pytest
 from click.testing import CliRunner
 from conftest import make_records
 
-from mlx_tune import UserError, bench
+from mlx_tune import UserError
 from mlx_tune.cli import main as cli_main
+from mlx_tune.eval import bench
 from mlx_tune.fileio import write_jsonl
 
 

@@ -9,8 +9,9 @@ import pytest
 from click.testing import CliRunner
 from conftest import make_records
 
-from mlx_tune import UserError, baselines, bench, bench_report, bench_score, metrics, records
+from mlx_tune import UserError, records
 from mlx_tune.cli import main as cli_main
+from mlx_tune.eval import baselines, bench, bench_report, bench_score, metrics
 from mlx_tune.fileio import write_jsonl
 
 PNG = b"\x89PNG\r\n\x1a\n"

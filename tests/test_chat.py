@@ -10,8 +10,9 @@ import pytest
 from click.testing import CliRunner
 from conftest import one_line_error
 
-from mlx_tune import UserError, bench, bench_report, fileio
+from mlx_tune import UserError, fileio
 from mlx_tune.cli import main
+from mlx_tune.eval import bench, bench_report
 from mlx_tune.tasks import chat
 from mlx_tune.tasks.chat_combine import Similarity, combine, normalize_text, read_file
 

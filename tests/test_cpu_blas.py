@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from mlx_tune import cpu_blas
+from mlx_tune.models import cpu_blas
 
 
 def test_off_switch_and_explicit_path(monkeypatch, tmp_path):
@@ -36,7 +36,7 @@ def test_reexec_preloads_once(tmp_path):
 
         pytest.skip("no C compiler to build a stand-in library")
     code = (
-        "import os; from mlx_tune import cpu_blas; cpu_blas.reexec_with_openblas(); "
+        "import os; from mlx_tune.models import cpu_blas; cpu_blas.reexec_with_openblas(); "
         "print(os.environ.get('LD_PRELOAD'), cpu_blas.active())"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MLX_TUNE_BLAS_REEXEC")}

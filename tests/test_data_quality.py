@@ -1,7 +1,8 @@
 import pytest
 
-from mlx_tune import data_quality as dq
-from mlx_tune import datacheck, records
+from mlx_tune import records
+from mlx_tune.data import data_quality as dq
+from mlx_tune.data import datacheck
 
 
 def meta(category: str, symbol: str | None = None, **kw) -> dict:

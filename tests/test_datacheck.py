@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from mlx_tune import UserError
 from mlx_tune.cli import main
-from mlx_tune.datacheck import (
+from mlx_tune.data.datacheck import (
     dataset_stats,
     load_checked,
     percentiles,
@@ -16,8 +16,8 @@ from mlx_tune.datacheck import (
     token_length,
     validate_files,
 )
+from mlx_tune.data.merge import merge_files
 from mlx_tune.fileio import write_jsonl
-from mlx_tune.merge import merge_files
 
 # A chat template that renders tools and tool calls (arguments via tojson, as Qwen2.5's does).
 TEMPLATE = (
@@ -216,7 +216,7 @@ def test_load_checked_collects_everything(tmp_path, sample_records):
 
 def test_qwen_style_template_of_the_tiny_model(tmp_path, tiny_model):
     """The project's tiny model (Qwen2.5-style template) counts tokens for tool and direct records."""
-    from mlx_tune.html_examples import generate_html_examples
+    from mlx_tune.data.html_examples import generate_html_examples
 
     generate_html_examples(tmp_path / "h.jsonl", tmp_path / "html", 3, 2, 3)
     assert validate_files([tmp_path / "h.jsonl"], model=tiny_model, max_seq_length=100_000) == 8
@@ -271,7 +271,7 @@ def test_stats_show_quality(tmp_path, sample_records):
 
 
 def test_folded_sources():
-    from mlx_tune.datacheck import folded_sources
+    from mlx_tune.data.datacheck import folded_sources
 
     counts = {"domain:x": 3, "html": 2, **{f"stdlib:m{i}": i + 1 for i in range(5)}, "repo:a": 4, "repo:b": 1}
     assert folded_sources(counts) == {"domain:x": 3, "html": 2, "stdlib:* (5)": 15, "repo:a": 4, "repo:b": 1}

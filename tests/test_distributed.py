@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mlx_tune import fileio
-from mlx_tune.train import train
+from mlx_tune.training.train import train
 from tests.conftest import train_settings, write_data
 
 SCRIPT = Path(__file__).with_name("distributed_train.py")

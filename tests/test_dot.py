@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlx_tune import UserError, fileio, records, train_config
-from mlx_tune.intervals import mean_interval, wilson
+from mlx_tune import UserError, fileio, records
+from mlx_tune.eval.intervals import mean_interval, wilson
 from mlx_tune.tasks import dot, dot_data, dot_synth
 from mlx_tune.tasks.dot_extract import extract_all, module_name
 from mlx_tune.tasks.dot_graph import Graph, compare, f1, parse_dot, to_dot
+from mlx_tune.training import train_config
 
 TREE = {
     "pkg/__init__.py": "from .core import run\nfrom .shapes import Shape\n",
@@ -441,7 +442,8 @@ def test_recipe_has_the_issue_settings(tmp_path):
 
 
 def test_recipe_loads_as_a_phase():
-    from mlx_tune import phases, train_config
+    from mlx_tune import phases
+    from mlx_tune.training import train_config
 
     phase = phases.load_phase(RECIPE)
     assert phase.task == "dot" and phase.number == 20 and phase.inputs == []

@@ -9,7 +9,9 @@ import mlx.nn as nn
 import pytest
 from conftest import make_records
 
-from mlx_tune import evaluate, model_spec
+from mlx_tune import rendering
+from mlx_tune.eval import evaluate
+from mlx_tune.models import model_spec
 
 
 @pytest.fixture(scope="module")
@@ -18,10 +20,10 @@ def loaded(tiny_model):
 
 
 def test_common_prefix():
-    assert evaluate.common_prefix([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert rendering.common_prefix([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
     # Every prompt keeps at least one token of its own.
-    assert evaluate.common_prefix([[1, 2, 3], [1, 2, 3]]) == 2
-    assert evaluate.common_prefix([]) == 0
+    assert rendering.common_prefix([[1, 2, 3], [1, 2, 3]]) == 2
+    assert rendering.common_prefix([]) == 0
 
 
 def test_batched_matches_the_plain_loop(loaded):
@@ -49,7 +51,7 @@ def emitting(tiny_model, queries, token: str):
     eos, closer = evaluate._stop_tokens(tokenizer)
     target = tokenizer.convert_tokens_to_ids(token)
     emitted = Counter()
-    for p in evaluate.render_prompts(tokenizer, queries):
+    for p in rendering.render_prompts(tokenizer, queries):
         emitted.update(list(t for t, _ in generate_step(mx.array(p), model, max_tokens=16))[1:])
     x = next(t for t, _ in emitted.most_common() if t not in eos | {closer, target})
     order = list(range(model.model.embed_tokens.weight.shape[0]))
@@ -107,8 +109,8 @@ def trajectories(n: int = 3) -> list[dict]:
 
 def test_perplexity_is_the_training_rendering_in_one_forward_pass(loaded):
     """Perplexity scores exactly what training trains (every assistant turn, as
-    ``batching.tokenize_record`` renders and masks it): equal to a plain full forward pass."""
-    from mlx_tune.batching import tokenize_record
+    ``rendering.tokenize_record`` renders and masks it): equal to a plain full forward pass."""
+    from mlx_tune.rendering import tokenize_record
 
     model, tokenizer = loaded
     queries = make_records(6) + make_records(3, fmt="code") + trajectories()
@@ -135,13 +137,13 @@ def test_prompts_end_before_the_first_assistant_turn(loaded):
 
     _, tokenizer = loaded
     queries = trajectories(2)
-    for r, ids in zip(queries, evaluate.render_prompts(tokenizer, queries), strict=True):
+    for r, ids in zip(queries, rendering.render_prompts(tokenizer, queries), strict=True):
         text = tokenizer.decode(ids)
         assert text.endswith("<|im_start|>assistant\n")
         assert r["messages"][1]["content"] in text
         assert "<tool_response>" not in text and records.answer_of(r)["content"] not in text
         assert text.count("Thing") == 1  # in the question only, not in a call or its output
-        assert ids == evaluate.render_messages(tokenizer, records.prompt_messages(r), r.get("tools"))
+        assert ids == rendering.render_messages(tokenizer, records.prompt_messages(r), r.get("tools"))
 
 
 def test_eval_speed_script(tiny_model, tmp_path, capsys):
@@ -187,13 +189,13 @@ def test_broken_tool_calls_stop_early_and_score_the_same(loaded, tmp_path):
     """A model that answers ``<tool_call>{::::...`` (a key is missing: broken at the first ``:``).
     Answers in the tools format stop there and are the start of the loop's answers; every per-query
     score is the same; code-mode answers run on."""
-    from mlx_tune import metrics
+    from mlx_tune.eval import metrics
 
     model, tokenizer = loaded
     queries = make_records(9) + make_records(3, fmt="code")
     (brace,), (colon,) = (tokenizer.encode(c, add_special_tokens=False) for c in "{:")
     opener = tokenizer.convert_tokens_to_ids("<tool_call>")
-    prompt_end = evaluate.render_prompts(tokenizer, queries)[0][-1]
+    prompt_end = rendering.render_prompts(tokenizer, queries)[0][-1]
     model = Scripted(model, {prompt_end: opener, opener: brace, brace: colon, colon: colon})
 
     batched = evaluate.generate_batched(model, tokenizer, queries, max_tokens=24, batch_size=4)

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import mlx_tune
-from mlx_tune import data_quality, docstrings, examples, fileio, records, tools
+import mlx_tune.data
+from mlx_tune import docstrings, fileio, records, tools
 from mlx_tune.cli import main
-from mlx_tune.repo_index import RepoIndex
+from mlx_tune.data import data_quality, examples
+from mlx_tune.data.repo_index import RepoIndex
 
 ROUTES = '''"""HTTP routing for {pkg}: a router that maps request paths to handler functions."""
 import json
@@ -145,11 +146,11 @@ def fake_build_direct(n: int, *, seed: int = 0, fmt: str = "tools", pool: str = 
 
 @pytest.fixture(autouse=True)
 def fake_direct(monkeypatch):
-    """Direct records come from mlx_tune.stdlib_direct (another module); a stand-in here."""
-    fake = types.ModuleType("mlx_tune.stdlib_direct")
+    """Direct records come from mlx_tune.data.stdlib_direct (another module); a stand-in here."""
+    fake = types.ModuleType("mlx_tune.data.stdlib_direct")
     fake.build_direct = fake_build_direct
-    monkeypatch.setitem(sys.modules, "mlx_tune.stdlib_direct", fake)
-    monkeypatch.setattr(mlx_tune, "stdlib_direct", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "mlx_tune.data.stdlib_direct", fake)
+    monkeypatch.setattr(mlx_tune.data, "stdlib_direct", fake, raising=False)
 
 
 COUNTS = {"grep": 24, "read": 10, "direct": 4}
@@ -419,5 +420,5 @@ def test_domain_default_is_this_projects_library():
     root = examples.default_domain_root()
     repo = examples.domain_repo()
     assert repo.source == "domain:mlx_tune" and repo.name == "mlx_tune"
-    assert repo.root == root / "mlx_tune" and (repo.root / "examples.py").is_file()
+    assert repo.root == root / "mlx_tune" and (repo.root / "data" / "examples.py").is_file()
     assert not (repo.root / "tests").exists()

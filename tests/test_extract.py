@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mlx_tune import extract
+from mlx_tune.data import extract
 
 SOURCE = '''"""Module doc."""
 import os, json as j

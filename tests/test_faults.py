@@ -14,8 +14,8 @@ from click.testing import CliRunner
 
 from mlx_tune import UserError, fileio
 from mlx_tune.cli import main
-from mlx_tune.datacheck import load_checked
-from mlx_tune.extract import extract_files, extract_source
+from mlx_tune.data.datacheck import load_checked
+from mlx_tune.data.extract import extract_files, extract_source
 from tests.conftest import make_records, one_line_error
 
 # ---------------------------------------------------------------- helpers
@@ -99,7 +99,7 @@ def test_fuse_refuses_the_current_folder(fuse_inputs, monkeypatch, save, how):
 
 def test_fuse_allows_a_sibling_save_path(fuse_inputs):
     """The check refuses only real overlaps: a sibling whose name shares a prefix passes it."""
-    from mlx_tune.fuse import resolve
+    from mlx_tune.training.fuse import resolve
 
     root, base, adapter, _ = fuse_inputs
     model, got_adapter, out, cfg = resolve(None, "adapters/phase1", "adapters/phase1-fused", None, 8)
@@ -239,7 +239,7 @@ def test_extract_skips_sources_too_deep_for_ast(tmp_path, source):
 
 def test_examples_run_counts_the_skipped_file(tmp_path):
     """One hostile file among good ones: the example run goes on and counts it as skipped."""
-    from mlx_tune.examples import Repo, generate
+    from mlx_tune.data.examples import Repo, generate
 
     root = tmp_path / "pkg"
     root.mkdir()

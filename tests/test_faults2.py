@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mlx_tune import UserError, fileio, metrics, records, repos, stdlib_direct
+from mlx_tune import UserError, fileio, records
 from mlx_tune.cli import main
-from mlx_tune.merge import merge_files
+from mlx_tune.data import repos, stdlib_direct
+from mlx_tune.data.merge import merge_files
+from mlx_tune.eval import metrics
 from tests.conftest import make_records, one_line_error
 
 # Texts that ``ast.parse`` cannot take, each failing in a different way.
@@ -197,7 +199,7 @@ def test_a_killed_merge_leaves_the_old_folder_and_the_next_run_cleans_up(phase):
     fileio.write_jsonl(inputs, make_records(24))
     code = (
         "import sys, time\n"
-        "from mlx_tune import fileio, merge\n"
+        "from mlx_tune import fileio; from mlx_tune.data import merge\n"
         "real = fileio.write_jsonl\n"
         "def slow(path, recs):\n"
         "    real(path, recs)\n"
@@ -518,7 +520,7 @@ def test_outputs_under_a_file_are_one_line_errors(tmp_path, monkeypatch, out):
 
 def test_extract_reads_a_source_with_a_byte_order_mark(tmp_path):
     """Python runs a file that starts with a UTF-8 BOM; extraction must not call it a syntax error."""
-    from mlx_tune.extract import extract_files
+    from mlx_tune.data.extract import extract_files
 
     (tmp_path / "bom.py").write_bytes(b"\xef\xbb\xbfclass Marked:\n    def run(self):\n        pass\n")
     [info] = extract_files([(str(tmp_path), "bom.py")], jobs=1, progress=False)

@@ -16,9 +16,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mlx_tune import bench, bench_report, bench_score, datacheck, metrics, model_card, records
+from mlx_tune import records
 from mlx_tune.cli import main
+from mlx_tune.data import datacheck
+from mlx_tune.eval import bench, bench_report, bench_score, metrics
 from mlx_tune.fileio import write_jsonl
+from mlx_tune.training import model_card
 from tests.conftest import make_records, one_line_error
 from tests.test_datacheck import tokenizer_dir  # noqa: F401  (a fixture)
 
@@ -276,7 +279,7 @@ def test_a_killed_run_leaves_the_old_run_and_the_next_run_cleans_up(tmp_path):
     _publish(out, "old")
     child = (
         "import sys, time\n"
-        "from mlx_tune.bench_score import staged_output\n"
+        "from mlx_tune.eval.bench_score import staged_output\n"
         "with staged_output(sys.argv[1]) as stage:\n"
         "    (stage / 'results.json').write_text('{}')\n"
         "    print('ready', flush=True)\n"

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from mlx_tune import UserError, records
 from mlx_tune.cli import main
-from mlx_tune.fuse import fuse
-from mlx_tune.train import train
+from mlx_tune.training.fuse import fuse
+from mlx_tune.training.train import train
 from tests.conftest import train_settings, write_data
 
 
@@ -85,7 +85,7 @@ def test_fused_folder_is_ready_for_local_use(qlora_adapter, tmp_path):
 
 
 def test_card_metadata_for_a_hub_base_and_a_license_option():
-    from mlx_tune.model_card import front_matter
+    from mlx_tune.training.model_card import front_matter
 
     report = {"base": "mlx-community/Qwen2.5-Coder-7B-Instruct-4bit", "base_bits": 4, "phase": 7, "bits": 8}
     report |= {"fine_tune_type": "lora", "data": {"train": 5}, "greedy_agreement": None}
@@ -99,7 +99,8 @@ def test_a_chat_or_dot_model_gets_a_plain_card_and_no_tools(tmp_path):
     system prompt (or none) in tools.json, no tool schemas, its task as a tag, a plain request."""
     import yaml
 
-    from mlx_tune import fileio, model_card
+    from mlx_tune import fileio
+    from mlx_tune.training import model_card
 
     system = "You write Graphviz DOT."
     dot = {"messages": [{"role": "system", "content": system}, {"role": "user", "content": "classes of m"},

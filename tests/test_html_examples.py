@@ -7,8 +7,7 @@ from click.testing import CliRunner
 
 from mlx_tune import UserError, records, tools
 from mlx_tune.cli import main
-from mlx_tune.fileio import read_jsonl
-from mlx_tune.html_examples import (
+from mlx_tune.data.html_examples import (
     DIRECT_POOL,
     GREP_POOL,
     READ_POOL,
@@ -16,7 +15,8 @@ from mlx_tune.html_examples import (
     generate_html_examples,
     write_pages,
 )
-from mlx_tune.tiny import render_chat  # Qwen2.5-Instruct's template, unmodified
+from mlx_tune.fileio import read_jsonl
+from mlx_tune.models.tiny import render_chat  # Qwen2.5-Instruct's template, unmodified
 
 
 def check_grounded(root: Path, rec: dict) -> None:

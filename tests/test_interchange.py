@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from mlx_tune import UserError
 from mlx_tune.cli import main
-from mlx_tune.interchange import mlx_lm_training_keys
-from mlx_tune.train_config import resolve_settings
+from mlx_tune.training.interchange import mlx_lm_training_keys
+from mlx_tune.training.train_config import resolve_settings
 from tests.conftest import write_data
 
 # mlx-lm's examples/lora_config.yaml (comments shortened), unchanged.
@@ -147,7 +147,7 @@ def test_constant_schedule_round_trips(tmp_path):
 def test_written_schedule_is_the_one_we_train_with(tmp_path):
     from mlx_lm.tuner.utils import build_schedule
 
-    from mlx_tune.train import make_optimizer
+    from mlx_tune.training.train import make_optimizer
 
     for extra in ({"lr_schedule": "cosine", "min_learning_rate": 1e-5}, {"lr_schedule": "constant"}):
         s = resolve_settings(

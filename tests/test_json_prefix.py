@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from mlx_tune.json_prefix import JsonPrefix
+from mlx_tune.eval.json_prefix import JsonPrefix
 
 
 def broken(text: str, pieces: int = 1) -> bool:

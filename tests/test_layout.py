@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from conftest import make_records
 
-from mlx_tune import UserError, bench, layout
+from mlx_tune import UserError, layout
+from mlx_tune.eval import bench
 from mlx_tune.fileio import write_jsonl
 from mlx_tune.phases import available_phases, load_phase
-from mlx_tune.train_config import resolve_settings, validate_settings
+from mlx_tune.training.train_config import resolve_settings, validate_settings
 
 
 def _adapter(root: Path, d: Path, base: str | None = None) -> None:

@@ -6,8 +6,7 @@ from click.testing import CliRunner
 
 from mlx_tune import UserError, records
 from mlx_tune.cli import main
-from mlx_tune.fileio import read_jsonl, write_jsonl
-from mlx_tune.merge import (
+from mlx_tune.data.merge import (
     assign_splits,
     components,
     dedupe,
@@ -20,6 +19,7 @@ from mlx_tune.merge import (
     unit_hash,
     unseen_template,
 )
+from mlx_tune.fileio import read_jsonl, write_jsonl
 
 
 def many(make, n: int, repo: str = "demo", files: int | None = None) -> list[dict]:
@@ -166,7 +166,7 @@ def test_group_key_fallbacks(sample_records):
 
 
 def test_dedupe_keeps_first(sample_records):
-    from mlx_tune.datacheck import Located
+    from mlx_tune.data.datacheck import Located
 
     recs = sample_records(2)
     items = [Located(Path("a"), i, r) for i, r in enumerate([recs[0], recs[1], recs[0]], 1)]
@@ -298,7 +298,7 @@ def test_symbol_defined_in_one_file_used_in_another_stays_in_one_split(tmp_path)
 
 
 def test_components_join_groups_through_shared_names():
-    from mlx_tune.merge import cited_file
+    from mlx_tune.data.merge import cited_file
     from mlx_tune.records import direct_record
 
     recs = cluster_records(2)

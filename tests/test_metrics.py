@@ -7,8 +7,9 @@ import json
 import pytest
 from conftest import make_records
 
-from mlx_tune import intervals, metrics, records
-from mlx_tune.call_check import CallChecker, subject_words
+from mlx_tune import records
+from mlx_tune.eval import intervals, metrics
+from mlx_tune.eval.call_check import CallChecker, subject_words
 from mlx_tune.tools import Sandbox
 
 

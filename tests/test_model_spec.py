@@ -1,4 +1,4 @@
-"""The one model loader (mlx_tune.model_spec): spec parsing, the Hugging Face id rule, errors that
+"""The one model loader (mlx_tune.models.model_spec): spec parsing, the Hugging Face id rule, errors that
 name what is wrong and keep their cause. No test touches the network."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ import json
 import mlx_lm
 import pytest
 
-from mlx_tune import UserError, model_spec
-from mlx_tune.model_spec import ModelSpec, is_hf_id, parse_spec
+from mlx_tune import UserError
+from mlx_tune.models import model_spec
+from mlx_tune.models.model_spec import ModelSpec, is_hf_id, parse_spec
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlx_tune import prefix, train
+from mlx_tune.training import prefix, train
 from tests.conftest import make_records
 
 mx = pytest.importorskip("mlx.core")
@@ -78,8 +78,8 @@ def run_trainer(model, weights, exs, shared: bool, checkpoint: bool):
     import mlx.optimizers as optim
     from mlx.utils import tree_flatten, tree_unflatten
 
-    from mlx_tune.grad_checkpoint import checkpointed_layers
-    from mlx_tune.loop import make_step
+    from mlx_tune.training.grad_checkpoint import checkpointed_layers
+    from mlx_tune.training.loop import make_step
 
     model.update(tree_unflatten(list(weights.items())))
     make = prefix.make_prefix_batch if shared else train.make_batch
@@ -118,7 +118,7 @@ def test_compiled_step_updates_match_with_and_without_checkpointing(lora):
 def test_checkpointed_layers_keep_parameter_names(lora):
     from mlx.utils import tree_flatten
 
-    from mlx_tune.grad_checkpoint import checkpointed_layers
+    from mlx_tune.training.grad_checkpoint import checkpointed_layers
 
     model, _, _ = lora
     names = [k for k, _ in tree_flatten(model.trainable_parameters())]
@@ -128,7 +128,7 @@ def test_checkpointed_layers_keep_parameter_names(lora):
 
 
 def test_validation_loss_is_the_same_through_evaluate(lora):
-    from mlx_tune.loop import evaluate
+    from mlx_tune.training.loop import evaluate
 
     model, tokenizer, _ = lora
     exs = examples(tokenizer, True)
@@ -216,7 +216,7 @@ def test_answer_only_logits_equal_full_logits(lora, mask_prompt):
 
 
 def test_models_without_a_separable_head_fall_back_to_full_logits(lora, capsys, monkeypatch):
-    from mlx_tune import batching
+    from mlx_tune.training import batching
 
     model, tokenizer, _ = lora
     monkeypatch.setattr(batching, "_said", set())

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from mlx_tune import fileio, records
-from mlx_tune.batching import tokenize_record
-from mlx_tune.tiny import render_chat
+from mlx_tune.models.tiny import render_chat
+from mlx_tune.rendering import tokenize_record
 
 META = {"category": "grep", "origin": "synthetic", "source": "repo:demo", "generator": "test/1"}
 GREP_ARGS = {"pattern": r"class Café\b", "path": "pkg"}

@@ -11,8 +11,9 @@ import subprocess
 import pytest
 from click.testing import CliRunner
 
-from mlx_tune import UserError, repos
+from mlx_tune import UserError
 from mlx_tune.cli import main
+from mlx_tune.data import repos
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"]
 

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from mlx_tune import UserError, records
-from mlx_tune.stdlib_direct import (
+from mlx_tune.data.stdlib_direct import (
     FACT_SHARE,
     POOLS,
     all_entries,
@@ -18,7 +18,7 @@ from mlx_tune.stdlib_direct import (
     pool_of,
     python_facts,
 )
-from mlx_tune.tiny import render_chat  # Qwen2.5-Instruct's template, unmodified
+from mlx_tune.models.tiny import render_chat  # Qwen2.5-Instruct's template, unmodified
 
 MARKUP = re.compile(r"``|:\w+:`|>>>|\.\. \w+::|\*\*\w")
 
@@ -197,7 +197,7 @@ def test_nothing_is_imported():
     """The library is read as text: building the records imports none of the modules it reads."""
     code = (
         "import json, sys\n"
-        "from mlx_tune import stdlib_direct as s\n"
+        "from mlx_tune.data import stdlib_direct as s\n"
         "s.python_facts()\n"  # its package-data reader (importlib.resources) may import zipfile
         "before = set(sys.modules)\n"
         "n = len(s.build_direct(1000, pool='repo')) + len(s.build_direct(1000, pool='domain'))\n"

@@ -10,9 +10,11 @@ import pytest
 from click.testing import CliRunner
 from conftest import make_records, one_line_error
 
-from mlx_tune import UserError, baselines, bench_report, evaluate, metrics, model_spec, tasks
+from mlx_tune import UserError, tasks
 from mlx_tune.cli import main
-from mlx_tune.merge import merge_phase
+from mlx_tune.data.merge import merge_phase
+from mlx_tune.eval import baselines, bench_report, evaluate, metrics
+from mlx_tune.models import model_spec
 from mlx_tune.phases import load_phase
 from mlx_tune.tasks import chat, tools
 
@@ -27,7 +29,7 @@ def test_registry_names_and_errors(monkeypatch):
     monkeypatch.setitem(tasks.TASK_MODULES, "ghost", "mlx_tune.tasks.no_such_module")
     with pytest.raises(UserError, match="task 'ghost' is not available"):
         tasks.get_task("ghost")
-    monkeypatch.setitem(tasks.TASK_MODULES, "half", "mlx_tune.tasks.score")  # lacks the contract
+    monkeypatch.setitem(tasks.TASK_MODULES, "half", "mlx_tune.eval.task_score")  # lacks the contract
     with pytest.raises(UserError, match="task 'half' .* lacks NAME, SUMMARY, score"):
         tasks.get_task("half")
 
@@ -90,7 +92,7 @@ def test_cli_task_options(tmp_path):
 
 
 def test_task_benchmark_on_a_tiny_model(tmp_path, tiny_model):
-    from mlx_tune.tasks.demo import run_task_benchmark
+    from mlx_tune.eval.task_score import run_task_benchmark
 
     def rec(q: str, a: str, origin: str) -> dict:
         return {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
@@ -121,7 +123,8 @@ def test_task_benchmark_on_a_tiny_model(tmp_path, tiny_model):
 
 
 def test_bench_task_chat_cli(tmp_path, tiny_model):
-    from mlx_tune import bench, fileio
+    from mlx_tune import fileio
+    from mlx_tune.eval import bench
 
     recs = [{"messages": [{"role": "user", "content": f"Is N{i} a class?"}, {"role": "assistant", "content": "class"}],
              "meta": {"category": "direct", "origin": "synthetic", "source": "file:t", "generator": "t"}}

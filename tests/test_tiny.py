@@ -10,13 +10,13 @@ from conftest import TINY_TEST_SIZE, make_records
 
 from mlx_tune import UserError, fileio, records
 from mlx_tune.cli import main
-from mlx_tune.tiny import (
+from mlx_tune.models.tiny import (
     CHAT_TEMPLATE,
     build_tiny_model,
     count_parameters,
     render_chat,
 )
-from mlx_tune.train_config import load_preset
+from mlx_tune.training.train_config import load_preset
 
 FILES = (
     "config.json",
@@ -232,7 +232,7 @@ def test_cli_build(tmp_path):
 
 
 def test_train_preset_resolves_and_validates():
-    from mlx_tune.train_config import resolve_settings
+    from mlx_tune.training.train_config import resolve_settings
 
     where = {"model": "m", "data": "d"}
     s = resolve_settings(preset="tiny", overrides=where)  # raises on any invalid setting

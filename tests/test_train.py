@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from mlx_tune import UserError, fileio, layout
 from mlx_tune.cli import main
-from mlx_tune.train import resolve_settings, tokenize_record, train
+from mlx_tune.rendering import tokenize_record
+from mlx_tune.training.train import resolve_settings, train
 from tests.conftest import make_records, write_data
 from tests.conftest import train_settings as settings
 
@@ -98,7 +99,7 @@ def test_shared_prefix_on_and_off_give_the_same_curves(lora_run, tiny_model, dat
 def test_models_without_shared_prefix_support_train_on_the_plain_path(
     tiny_model, data_dir, tmp_path, monkeypatch, capsys
 ):
-    from mlx_tune import batching, prefix
+    from mlx_tune.training import batching, prefix
 
     monkeypatch.setattr(prefix, "shared_prefix_support", lambda model: "no cache here")
     monkeypatch.setattr(batching, "_said", set())

@@ -16,9 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 from mlx_tune import UserError, fileio
-from mlx_tune import train as train_mod
 from mlx_tune.cli import main
-from mlx_tune.train_config import FIELDS, TrainSettings, resolve_settings, validate_settings
+from mlx_tune.training import train as train_mod
+from mlx_tune.training.train_config import FIELDS, TrainSettings, resolve_settings, validate_settings
 from tests.conftest import train_settings, write_data
 
 NUMERIC = [

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from mlx_tune import UserError, fileio
 from mlx_tune.cli import main
-from mlx_tune.train import train
+from mlx_tune.training.train import train
 from tests.conftest import train_settings, write_data
 
 DEAD_PID = 2**31 - 7  # above any pid_max: never a live process

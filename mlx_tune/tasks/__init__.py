@@ -7,7 +7,7 @@ A task names its record kind, its data generators, its metrics and its baselines
 - ``dot``: DOT-graph generation from code and descriptions.
 
 Every task module defines ``NAME``, ``SUMMARY`` (one line), ``score(queries, texts)`` (returning
-``{"accuracy", "ci", "rows"}``, the shape :func:`mlx_tune.metrics.score` gives), ``baselines(queries,
+``{"accuracy", "ci", "rows"}``, the shape :func:`mlx_tune.eval.metrics.score` gives), ``baselines(queries,
 train)`` (name -> predicted texts) and ``build_demo_data(out_dir, seed)``; optionally ``COLUMNS``
 (``(header, key)`` pairs of its accuracy table) and ``CHART_KEYS``. Modules load lazily
 (:func:`get_task`), so a missing optional dependency of one task never breaks another, and adding a

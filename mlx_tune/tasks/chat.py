@@ -15,7 +15,7 @@ Metrics (:func:`score`), each with a 95% interval and also per origin (``rouge_l
   choice counts: for a letter, the letter it opens with when punctuation or nothing follows it
   (``B``, ``(B) typer``, ``B. typer``; not ``A function ...``) or the one after "answer is"/"answer:"; for a short answer, its first line up to the first sentence
   end, normalized, equal to the reference's normalization. ``n/a`` when no query is short.
-- ``rouge_l``: mean ROUGE-L F1 (:func:`mlx_tune.metrics.rouge_l`), bootstrap interval.
+- ``rouge_l``: mean ROUGE-L F1 (:func:`mlx_tune.eval.metrics.rouge_l`), bootstrap interval.
 - perplexity over the answer tokens, overall and per origin, with a bootstrap interval over
   queries, when a model is loaded (:func:`perplexity_by_origin`).
 
@@ -30,7 +30,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from mlx_tune import intervals, records
+from mlx_tune import records
+from mlx_tune.eval import intervals
 from mlx_tune.tasks.chat_combine import normalize_text
 
 NAME = "chat"
@@ -92,7 +93,7 @@ def short_correct(prediction: str, reference: str) -> bool:
 
 def score_row(prediction: str, reference: str) -> dict:
     """One query's figures (``short_answer`` is ``None`` when the reference is not short)."""
-    from mlx_tune.metrics import rouge_l
+    from mlx_tune.eval.metrics import rouge_l
 
     return {
         "exact_match": normalize_text(prediction) == normalize_text(reference),
@@ -164,9 +165,9 @@ def baselines(queries: list[dict], train: list[dict] | None = None) -> dict[str,
 
 def answer_nll(model, tokenizer, queries: list[dict], max_seq_length: int = 2048) -> list[tuple[float, int]]:
     """``(negative log-likelihood, tokens)`` of each query's answer tokens, from
-    :func:`mlx_tune.evaluate.perplexity` on that query alone (the tokens training trains)."""
-    from mlx_tune.batching import tokenize_record
-    from mlx_tune.evaluate import perplexity
+    :func:`mlx_tune.eval.evaluate.perplexity` on that query alone (the tokens training trains)."""
+    from mlx_tune.eval.evaluate import perplexity
+    from mlx_tune.rendering import tokenize_record
 
     out = []
     for q in queries:

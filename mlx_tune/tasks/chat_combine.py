@@ -295,7 +295,7 @@ def combine(
 ) -> dict:
     """Read ``inputs`` (path, origin flag or None), dedupe, split and write ``out_dir``
     (train/valid/test.jsonl, manifest.json); return the manifest."""
-    from mlx_tune.datacheck import SYNTHETIC_WARN_SHARE, tier
+    from mlx_tune.data.datacheck import SYNTHETIC_WARN_SHARE, tier
 
     if not inputs:
         raise UserError("data combine: no input files (pass FILE..., --real FILE or --synthetic FILE)")

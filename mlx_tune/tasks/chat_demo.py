@@ -9,7 +9,7 @@ never imported):
   parameters a function takes. Written as ``prompt``/``completion``.
 
 The two files go through :func:`mlx_tune.tasks.chat_combine.combine` like a user's would. The
-packages are not those the tiny base was pretrained on (:data:`mlx_tune.tiny_corpus.CORPUS_PACKAGES`),
+packages are not those the tiny base was pretrained on (:data:`mlx_tune.models.tiny_corpus.CORPUS_PACKAGES`),
 so the base has not seen these answers.
 """
 
@@ -19,7 +19,8 @@ import ast
 import random
 from pathlib import Path
 
-from mlx_tune import UserError, docstrings, fileio, tiny_corpus
+from mlx_tune import UserError, docstrings, fileio
+from mlx_tune.models import tiny_corpus
 from mlx_tune.tasks.chat_combine import combine
 
 PACKAGES = ("typer", "pydantic", "rich", "anyio")

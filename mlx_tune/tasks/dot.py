@@ -3,7 +3,7 @@
 The task's contract (see ``mlx_tune/tasks/__init__.py``): :data:`NAME`, :data:`SUMMARY`,
 :func:`score`, :func:`baselines` and :func:`build_demo_data`.
 
-Metrics, each with a 95% interval (:mod:`mlx_tune.intervals`):
+Metrics, each with a 95% interval (:mod:`mlx_tune.eval.intervals`):
 
 - ``parse``: pass@1 parse rate, the share of answers that hold exactly one graph the real DOT
   parser (``pydot``) reads in full (:func:`mlx_tune.tasks.dot_graph.parse_dot`); Wilson interval;
@@ -25,7 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 from mlx_tune import UserError, records
-from mlx_tune.intervals import mean_interval, wilson
+from mlx_tune.eval.intervals import mean_interval, wilson
 from mlx_tune.tasks import dot_data
 from mlx_tune.tasks.dot_extract import module_name
 from mlx_tune.tasks.dot_graph import Graph, compare, extract_dot, parse_dot, to_dot

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import click
 
-from mlx_tune import UserError, fileio, repos
+from mlx_tune import UserError, fileio
+from mlx_tune.data import repos
 from mlx_tune.tasks import dot_synth
 from mlx_tune.tasks.dot_extract import Fact, extract_all
 from mlx_tune.tasks.dot_graph import to_dot
