@@ -17,7 +17,6 @@ fingerprint per stage is kept in ``data/cache/demo_stamps.json``); the paths are
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -25,12 +24,14 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import click
 
-from mlx_tune import UserError, __version__, layout
-from mlx_tune.fileio import sha256_file, write_json
+from mlx_tune import UserError, layout
+from mlx_tune.demo_stages import Runner, Stage, Stamps, parallel_workers
+from mlx_tune.fileio import write_json
 from mlx_tune.models import cpu_blas
 from mlx_tune.models.tiny import DEFAULT_PRETRAIN_STEPS
 
@@ -82,62 +83,15 @@ class DemoSettings:
     log: Callable[[str], None] = field(default=lambda s: click.echo(s, err=True))
 
 
-class _Stamps:
-    """Fingerprints of finished stages, so a re-run skips work that is done and still valid."""
-
-    def __init__(self, path: Path, force: bool):
-        self.path, self.force = path, force
-        self.data = {} if force or not path.is_file() else json.loads(path.read_text())
-
-    @staticmethod
-    def fingerprint(settings: dict, inputs: list[Path]) -> str:
-        h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-        h.update(__version__.encode())
-        for p in inputs:
-            h.update(str(p).encode())
-            h.update(_tree_hash(p).encode())
-        return h.hexdigest()
-
-    def fresh(self, stage: str, fingerprint: str, outputs: list[Path]) -> bool:
-        return self.data.get(stage) == fingerprint and all(p.exists() for p in outputs)
-
-    def done(self, stage: str, fingerprint: str) -> None:
-        self.data[stage] = fingerprint
-        write_json(self.path, self.data)
-
-
-def _tree_hash(path: Path) -> str:
-    if path.is_file():
-        return sha256_file(path)
-    if path.is_dir():
-        h = hashlib.sha256()
-        # Compiled bytecode is not an input: Python writes it on first import, mid-run.
-        skip = {"checkpoints", "__pycache__"}
-        for p in sorted(q for q in path.rglob("*") if q.is_file() and not skip & set(q.parts)):
-            h.update(f"{p.relative_to(path)}:{p.stat().st_size}:{sha256_file(p)}".encode())
-        return h.hexdigest()
-    return "missing"
-
-
 def run_demo(s: DemoSettings) -> dict:
     """Run every stage (skipping those already done) and return the benchmark results."""
-    stamps = _Stamps(STAMPS, s.force)
+    runner = Runner(Stamps(STAMPS, s.force), s.log)
+    timings = runner.timings
     start = time.perf_counter()
-    timings: dict[str, float | None] = {}
     s.log(f"[demo] {cpu_blas.describe()}")
 
-    def stage(name: str, settings: dict, inputs: list[Path], outputs: list[Path], run: Callable[[], None]):
-        fp = stamps.fingerprint(settings, inputs)
-        if stamps.fresh(name, fp, outputs):
-            s.log(f"[demo] {name}: up to date, skipped")
-            timings[name] = None
-            return
-        t = time.perf_counter()
-        s.log(f"[demo] {name} ...")
-        run()
-        stamps.done(name, stamps.fingerprint(settings, inputs))
-        timings[name] = round(time.perf_counter() - t, 1)
-        s.log(f"[demo] {name}: done in {timings[name]:.1f} s")
+    def stage(name: str, settings: dict, inputs: list[Path], outputs: list[Path], run: Callable[[], object]):
+        runner.run(Stage(name, settings, inputs, outputs, run))
 
     model = s.model or str(TINY_MODEL_DIR)
     tiny = s.model is None
@@ -153,23 +107,11 @@ def run_demo(s: DemoSettings) -> dict:
         )
 
     _data_stages(s, stage)
-    _train_stages(s, stage, model, tiny)
+    # Each phase's training (and fuse) is a lane of its own, as is the QLoRA path; the longest first.
+    lanes = [_phase_lane(s, n, model, tiny) for n in sorted(PHASES, key=lambda n: -n)]
     if tiny:
-        _qlora_stages(s, stage)
-
-    from mlx_tune.training.fuse import fuse
-
-    for n in FUSED_PHASES:
-        adapters, out = layout.adapter_dir(n), layout.fused_model_dir(n)
-        stage(
-            f"fuse phase {n}",
-            {"bits": 8, "model": model},
-            [adapters],
-            [out / "config.json"],
-            lambda adapters=adapters, out=out: fuse(
-                model=model, adapter_path=str(adapters), save_path=str(out), bits=8, force=True
-            ),
-        )
+        lanes.insert(2, _qlora_lane(s))
+    runner.run_lanes(lanes, parallel_workers(tiny))
 
     from mlx_tune.eval.bench import format_table, project_models, run_benchmark
 
@@ -277,44 +219,43 @@ def _data_stages(s: DemoSettings, stage) -> None:
         click.echo(datacheck.format_stats(datacheck.dataset_stats(layout.phase_data_dir(n))))
 
 
-def _train_stages(s: DemoSettings, stage, model: str, tiny: bool) -> None:
+def _phase_lane(s: DemoSettings, n: int, model: str, tiny: bool) -> list[Stage]:
+    """Phase ``n``'s training, then its fuse into 8 bits when the demo fuses it."""
     from mlx_tune.training import train
+    from mlx_tune.training.fuse import fuse
 
-    for n in PHASES:
-        data, adapters = layout.phase_data_dir(n), layout.adapter_dir(n)
-        overrides = {"model": model, "data": str(data), "adapter_path": str(adapters)}
-        if s.iters is not None:
-            overrides["iters"] = s.iters
-        # The phase files' train: sections are tuned for Qwen2.5-Coder-7B; the tiny model uses its own preset.
-        settings = train.resolve_settings(
-            phase=None if tiny else n, preset="tiny" if tiny else None, overrides=overrides
-        )
-        stage(
+    data, adapters = layout.phase_data_dir(n), layout.adapter_dir(n)
+    overrides = {"model": model, "data": str(data), "adapter_path": str(adapters)}
+    if s.iters is not None:
+        overrides["iters"] = s.iters
+    # The phase files' train: sections are tuned for Qwen2.5-Coder-7B; the tiny model uses its own preset.
+    settings = train.resolve_settings(
+        phase=None if tiny else n, preset="tiny" if tiny else None, overrides=overrides
+    )
+    lane = [
+        Stage(
             f"train phase {n}",
             overrides | {"preset": "tiny" if tiny else None},
-            [
-                Path(model) if Path(model).exists() else Path("-"),
-                data / "train.jsonl",
-                data / "valid.jsonl",
-            ],
+            [Path(model) if Path(model).exists() else Path("-"), data / "train.jsonl", data / "valid.jsonl"],
             [adapters / "adapters.safetensors"],
-            lambda settings=settings: _train_completed(train, settings),
+            partial(_train_completed, settings),
         )
+    ]
+    if n in FUSED_PHASES:
+        out = layout.fused_model_dir(n)
+        run = partial(fuse, model=model, adapter_path=str(adapters), save_path=str(out), bits=8, force=True)
+        lane.append(
+            Stage(f"fuse phase {n}", {"bits": 8, "model": model}, [adapters], [out / "config.json"], run)
+        )
+    return lane
 
 
-def _qlora_stages(s: DemoSettings, stage) -> None:
+def _qlora_lane(s: DemoSettings) -> list[Stage]:
     """A 4-bit tiny base, LoRA on one phase, and its fuse into 8 bits (see QLORA_OVERRIDES)."""
     from mlx_tune.models.tiny import build_tiny_model
     from mlx_tune.training import train
     from mlx_tune.training.fuse import fuse
 
-    stage(
-        "tiny model (4-bit)",
-        {"seed": 0, "bits": 4, "pretrain_steps": s.pretrain_steps},
-        [],
-        [TINY_4BIT_DIR / "config.json"],
-        lambda: build_tiny_model(TINY_4BIT_DIR, seed=0, bits=4, pretrain_steps=s.pretrain_steps),
-    )
     n, adapters = QLORA_PHASE, layout.adapter_dir(QLORA_PHASE, "qlora")
     data = layout.phase_data_dir(n)
     overrides = {
@@ -327,29 +268,41 @@ def _qlora_stages(s: DemoSettings, stage) -> None:
         overrides["iters"] = s.iters
         overrides.pop("epochs")
     settings = train.resolve_settings(preset="tiny", overrides=overrides)
-    stage(
-        f"train phase {n} (QLoRA)",
-        overrides,
-        [TINY_4BIT_DIR, data / "train.jsonl", data / "valid.jsonl"],
-        [adapters / "adapters.safetensors"],
-        lambda: _train_completed(train, settings),
-    )
     out = layout.fused_model_dir(n, "qlora")
-    stage(
-        f"fuse phase {n} (QLoRA)",
-        {"bits": 8, "model": str(TINY_4BIT_DIR)},
-        [adapters],
-        [out / "config.json"],
-        lambda: fuse(
-            model=str(TINY_4BIT_DIR), adapter_path=str(adapters), save_path=str(out), bits=8, force=True
-        ),
+    fuse_run = partial(
+        fuse, model=str(TINY_4BIT_DIR), adapter_path=str(adapters), save_path=str(out), bits=8, force=True
     )
+    return [
+        Stage(
+            "tiny model (4-bit)",
+            {"seed": 0, "bits": 4, "pretrain_steps": s.pretrain_steps},
+            [],
+            [TINY_4BIT_DIR / "config.json"],
+            partial(build_tiny_model, TINY_4BIT_DIR, seed=0, bits=4, pretrain_steps=s.pretrain_steps),
+        ),
+        Stage(
+            f"train phase {n} (QLoRA)",
+            overrides,
+            [TINY_4BIT_DIR, data / "train.jsonl", data / "valid.jsonl"],
+            [adapters / "adapters.safetensors"],
+            partial(_train_completed, settings),
+        ),
+        Stage(
+            f"fuse phase {n} (QLoRA)",
+            {"bits": 8, "model": str(TINY_4BIT_DIR)},
+            [adapters],
+            [out / "config.json"],
+            fuse_run,
+        ),
+    ]
 
 
-def _train_completed(train, settings) -> None:
+def _train_completed(settings) -> None:
     """Train (replacing an older adapter only once the new one is whole); a run that stopped
     early by interrupt is not a finished stage (it is not stamped, fused or benchmarked; the next
     demo resumes it from its checkpoint)."""
+    from mlx_tune.training import train
+
     summary = train.train(settings, resume="auto", overwrite=True)
     if summary.get("status") == "interrupted":
         raise KeyboardInterrupt

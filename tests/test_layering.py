@@ -25,7 +25,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "mlx_tune"
 MAX_LINES = 450
 BOTTOM = {"mlx_tune", "records", "fileio", "layout", "phases", "tools", "docstrings", "rendering", "tasks"}
-ENTRIES = {"demo", "bench", "__main__"}
+ENTRIES = {"demo", "demo_stages", "bench", "__main__"}
 STAGES = ("data", "training", "eval")
 ALLOWED_ACROSS: set[tuple[str, str]] = set()  # (importer, imported) across stages; none today
 # Where the OpenBLAS decision is made: once, at each command-line entry, before any work.
