@@ -185,7 +185,11 @@ def format_markdown(results: dict) -> str:
     s, v, mach = (results.get(k) or {} for k in ("settings", "versions", "machine"))
     out = ["# Benchmark results", "", _settings_line(results) + "."]
     if s.get("mode") != "score":
-        out.append(f"Load time: median of {s.get('repeats')} fresh processes.")
+        repeats = s.get("repeats")
+        out.append(
+            f"Load time: median of {repeats} fresh processes." if repeats else "Load time: not measured."
+        )
+    task = s.get("task") or "tools"
     out += [
         f"mlx {v.get('mlx')}, mlx-lm {v.get('mlx_lm')}, mlx_tune {v.get('mlx_tune')} on "
         f"{mach.get('platform')} ({mach.get('mlx_device', 'no model run')}).",
@@ -193,9 +197,15 @@ def format_markdown(results: dict) -> str:
         "## Accuracy",
         "",
         *([_missing_note(results), ""] if _missing_note(results) else []),
-        "Percentages with 95% intervals in brackets (Wilson for shares of queries; seeded bootstrap "
-        "for balanced discrimination, macro-F1 and ROUGE-L); `n/a` where no query qualifies. "
-        "Baselines need no model (see `mlx_tune/eval/baselines.py`).",
+        (
+            "Percentages with 95% intervals in brackets (Wilson for shares of queries; seeded bootstrap "
+            "for balanced discrimination, macro-F1 and ROUGE-L); `n/a` where no query qualifies. "
+            "Baselines need no model (see `mlx_tune/eval/baselines.py`)."
+            if task == "tools"
+            else f"Task `{task}`: its metrics and baselines are defined in `mlx_tune/tasks/{task}.py`, "
+            "95% intervals in brackets (Wilson for shares of queries, a seeded bootstrap for means); "
+            "`n/a` where no query qualifies. Baselines need no model."
+        ),
         "",
         *_md(*_accuracy_table(results["models"], task_columns(results))),
     ]
