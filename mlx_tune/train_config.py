@@ -103,6 +103,11 @@ class TrainSettings:
     """``auto``: run each batch's shared token prefix (system prompt + tools) once and broadcast its
     cache to the rows (exact; :mod:`mlx_tune.prefix`) when the model supports it; ``off``: the plain
     full-sequence path."""
+    packing: Literal["auto", "on", "off"] = "auto"
+    """Exact sequence packing (:mod:`mlx_tune.packing`): several examples per row, attention blocked
+    between them. ``auto``: packed when that runs at least 10% fewer positions per epoch than the
+    shared-prefix or plain path (chat Q&A, code -> DOT pairs; not tool records with a long shared
+    prefix), on one worker; ``on``: always (an error if the model cannot); ``off``: never."""
     max_seq_length: int = _check(2048, "int>=1")
     """Longest sequence in tokens; longer examples are dropped or truncated (``long_sequences``)."""
     long_sequences: Literal["drop", "truncate"] = "drop"
