@@ -244,6 +244,27 @@ def test_models_that_cannot_pack_are_refused(lora):
     assert "is not model.model.embed_tokens" in packing.packing_support(object())
 
 
+def test_auto_packs_chat_records_but_not_tool_records(lora):
+    from tests.conftest import make_records
+
+    model, tokenizer, _ = lora
+    chat = examples(tokenizer, 40)
+    tools = [train.tokenize_record(tokenizer, r) for r in make_records(40)]
+    p, note = packing.decide("auto", model, chat, 4, shared=True, workers=1)
+    assert p == packing.plan(chat, 4) and note is None
+    # Tool records share a long system prompt and schema: the shared-prefix path runs far fewer positions.
+    run, real = packing.packed_positions(tools, packing.plan(tools, 4))
+    prefix_run, prefix_real = packing.prefix_positions(tools, 4)
+    assert prefix_run / prefix_real < packing.PREFIX_GAIN * run / real
+    assert packing.decide("auto", model, tools, 4, shared=True, workers=1) == (None, None)
+    assert packing.decide("off", model, chat, 4, shared=False, workers=1) == (None, None)
+    p, note = packing.decide("auto", model, chat, 4, shared=True, workers=2)
+    assert p is None and "several workers" in note
+    with pytest.raises(UserError, match="packing: on is for one worker"):
+        packing.decide("on", model, chat, 4, shared=True, workers=2)
+    assert packing.decide("on", model, tools, 4, shared=True, workers=1)[0] is not None
+
+
 # ---------------------------------------------------------------- training runs
 
 
@@ -257,7 +278,7 @@ def chat_dir(tmp_path_factory):
 
 
 def test_auto_packs_chat_data_and_resume_is_exact(tiny_model, chat_dir, tmp_path):
-    # Batches of 8: packing runs ~14% fewer positions than the shared-prefix path here (auto packs).
+    # Batches of 8: the shared-prefix path would save nothing over packing here (auto packs).
     kw = dict(iters=6, save_every=2, grad_accumulation_steps=2, batch_size=8, dropout=0.1)
     full = train.train(train_settings(tiny_model, chat_dir, tmp_path / "full", **kw), progress=False)
     assert full["status"] == "completed" and full["packing"] is True and full["shared_prefix"] is False
