@@ -204,6 +204,57 @@ def test_compiled_steps_with_checkpointing_match_unpacked(lora):
     assert_close(plain, run(True, True), 1e-4)
 
 
+def tiny_arch(name: str, **extra):
+    """A random float32 mlx-lm model of architecture ``name``, built in-process (no tokenizer)."""
+    import importlib
+
+    module = importlib.import_module(f"mlx_lm.models.{name}")
+    size = dict(hidden_size=32, num_hidden_layers=2, intermediate_size=64, num_attention_heads=4)
+    size.update(num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=128, model_type=name)
+    mx.random.seed(1)
+    model = module.Model(module.ModelArgs.from_dict({**size, **extra}))
+    mx.eval(model.parameters())
+    return model
+
+
+@pytest.mark.parametrize(
+    "name, extra",
+    [
+        ("llama", {"tie_word_embeddings": False}),
+        (
+            "qwen3",
+            {"head_dim": 8, "max_position_embeddings": 512, "tie_word_embeddings": True, "rope_theta": 1e4},
+        ),
+        ("phi3", {}),
+    ],
+)
+def test_other_architectures_pack_exactly(name, extra):
+    """Full fine-tune gradients (every weight) of a packed batch equal the unpacked ones."""
+    import numpy as np
+
+    from mlx_tune.batching import Example
+
+    model = tiny_arch(name, **extra)
+    assert packing.packing_support(model) is None
+    rng = np.random.default_rng(0)
+    exs = []
+    for n in (40, 9, 23, 14, 31):
+        exs.append(Example(rng.integers(0, 128, n).tolist(), [(n // 3, n)]))
+    arrays, _, _ = packing.make_packed_batch(exs, 48)
+    assert arrays[0].shape[0] < len(exs)
+    want = loss_and_grads(model, train.make_loss(model), train.make_batch(exs)[0])
+    got = loss_and_grads(model, packing.make_packed_loss(model), arrays)
+    assert got[0] == pytest.approx(want[0], rel=1e-5) and got[1] == want[1]
+    assert_close(want[2], got[2])
+
+
+def test_gemma_is_refused_with_its_reason():
+    model = tiny_arch("gemma", head_dim=8)
+    assert "lm_head(model.model(x))" in packing.packing_support(model)
+    with pytest.raises(UserError, match=r"packing: this model cannot train packed \(.*\); use --packing off"):
+        packing.make_packed_loss(model)
+
+
 def test_models_that_cannot_pack_are_refused(lora):
     model, _, _ = lora
     assert packing.packing_support(model) is None
