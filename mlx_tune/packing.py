@@ -14,19 +14,22 @@ a row of its own:
   its attention, loss and gradients unchanged (``tests/test_packing.py`` checks this to 1e-5);
 - the loss is the mean over the trained tokens of the batch, as in :func:`mlx_tune.batching.make_loss`.
 
-Batches (:func:`plan`): rows are as long as the longest example, filled best-fit decreasing; a
-micro-batch holds about ``batch_size`` examples' worth of tokens (``rows`` rows, at least one).
+Batches (:func:`plan`): rows of a fixed capacity filled best-fit decreasing; a micro-batch holds
+about ``batch_size`` examples' worth of tokens (``rows`` rows, at least one). The mask does not make
+attention cheaper, so a row attends over all its positions: the capacity is chosen by an estimated
+cost that weighs padding against attention length for the model's size (:func:`attention_span`).
 The layout is deterministic; the epoch order of the micro-batches is the seeded
 :class:`mlx_tune.batching.BatchStream` permutation, as for the other paths.
 
 :func:`decide` is the ``packing`` setting's rule: ``auto`` packs unless the shared-prefix path
-(when on) runs at most :data:`PREFIX_GAIN` of packing's positions per epoch; without it, when
-packing runs at most :data:`PACK_GAIN` of the length-bucketed plain path's positions.
+(when on) costs at most :data:`PREFIX_GAIN` of packing per epoch; without it, when packing costs at
+most :data:`PACK_GAIN` of the length-bucketed plain path (costs: :func:`row_cost`).
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,13 +39,13 @@ from mlx_tune import UserError
 from mlx_tune.batching import Example, _round_up, batch_groups, output_head
 
 PACK_GAIN = 0.9
-"""``auto`` packs instead of the plain path when packing computes at most this share of its positions."""
+"""``auto`` packs instead of the plain path when packing costs at most this share of it."""
 PREFIX_GAIN = 0.8
-"""``auto`` keeps the shared-prefix path when it computes at most this share of packing's positions.
-Packed batches run faster than shared-prefix ones at equal positions (one row per micro-batch
-instead of sub-batches and broadcast caches, fewer shapes to compile: 1.19x on the chat benchmark,
-positions within 3%), so the prefix path must save more than it does on chat records with a
-default system prompt; on tool records (a long system prompt and tool schema) it saves about half."""
+"""``auto`` keeps the shared-prefix path when it costs at most this share of packing. A packed batch
+is one set of rows where a shared-prefix batch is sub-batches with broadcast caches, and it ran
+faster at equal estimated cost (chat benchmark data, tiny model, interleaved epochs), so the prefix
+path must save more than a default system prompt does; on tool records (a long system prompt and
+tool schema) it saves about half."""
 
 
 # ---------------------------------------------------------------- layout
@@ -102,13 +105,43 @@ class Plan:
         return batches
 
 
-def plan(examples: Sequence[Example], batch_size: int) -> Plan:
-    """Rows as long as the longest example (rounded up to 8); as many rows per micro-batch as hold
-    ``batch_size`` examples of mean length (at least one)."""
+CAPACITY_FACTORS = (1.25, 1.5, 2, 3, 4)
+"""Row capacities tried by :func:`plan`, as multiples of the mean example length (and the longest)."""
+
+
+def attention_span(model) -> float:
+    """The row length at which a layer's attention costs as much as its linear layers, from the
+    model's ``hidden_size`` and ``intermediate_size`` (per position: attention ~ 4 L H flops,
+    projections and MLP ~ 8 H^2 + 6 H I): about 400 for the tiny model, 9,000 for Qwen2.5-0.5B.
+    Infinite (attention ignored) when the model does not say."""
+    args = getattr(model, "args", None)
+    h, i = getattr(args, "hidden_size", None), getattr(args, "intermediate_size", None)
+    return 2 * h + 1.5 * i if isinstance(h, int) and isinstance(i, int) else math.inf
+
+
+def row_cost(rows: int, length: int, attended: int | None = None, span: float = math.inf) -> float:
+    """Cost of running ``rows`` rows of ``length`` positions, each attending over ``attended``
+    (default ``length``) keys: positions, each weighted by ``1 + attended / span``."""
+    return rows * length * (1 + (length if attended is None else attended) / span)
+
+
+def plan(examples: Sequence[Example], batch_size: int, span: float = math.inf) -> Plan:
+    """The cheapest layout (:func:`packed_cost`) among rows as long as the longest example and rows
+    of :data:`CAPACITY_FACTORS` times the mean length (an example longer than its row gets a row of
+    its own), each with as many rows per micro-batch as hold ``batch_size`` examples of mean length
+    (at least one). Longer rows pad less but attend over more keys: with a finite ``span``
+    (:func:`attention_span`) a small model prefers shorter rows."""
     lengths = [_inputs(e) for e in examples]
-    capacity = _round_up(max(lengths))
-    rows = max(1, round(batch_size * (sum(lengths) / len(lengths)) / capacity))
-    return Plan(capacity, rows)
+    mean = sum(lengths) / len(lengths)
+    longest = _round_up(max(lengths))
+    capacities = sorted({longest} | {_round_up(f * mean) for f in CAPACITY_FACTORS if f * mean < longest})
+    best = None
+    for capacity in reversed(capacities):  # ties go to the longer rows
+        p = Plan(capacity, max(1, round(batch_size * mean / capacity)))
+        cost = packed_cost(examples, p, span)[0]
+        if best is None or cost < best[0]:
+            best = (cost, p)
+    return best[1]
 
 
 def make_packed_batch(examples: list[Example], capacity: int):
@@ -150,40 +183,42 @@ def make_packed_batch(examples: list[Example], capacity: int):
     return tuple(mx.array(a) for a in arrays), real, padded
 
 
-def packed_positions(examples: Sequence[Example], p: Plan) -> tuple[int, int]:
-    """``(positions run, real input tokens)`` over one epoch of packed batches (shapes only)."""
-    run = real = 0
+def packed_cost(examples: Sequence[Example], p: Plan, span: float = math.inf) -> tuple[float, int]:
+    """``(cost, real input tokens)`` of one epoch of packed batches (:func:`row_cost`; with the
+    default ``span``, the positions run)."""
+    cost, real = 0.0, 0
     for group in p.groups(examples):
         lengths = [_inputs(examples[i]) for i in group]
         rows = pack_rows(lengths, p.capacity)
-        run += len(rows) * _round_up(max(sum(lengths[i] for i in row) for row in rows))
+        cost += row_cost(len(rows), _round_up(max(sum(lengths[i] for i in row) for row in rows)), span=span)
         real += sum(lengths)
-    return run, real
+    return cost, real
 
 
-def plain_positions(examples: Sequence[Example], batch_size: int) -> tuple[int, int]:
-    """``(positions run, real input tokens)`` over one epoch of the length-bucketed plain path."""
-    run = real = 0
+def plain_cost(examples: Sequence[Example], batch_size: int, span: float = math.inf) -> tuple[float, int]:
+    """``(cost, real input tokens)`` of one epoch of the length-bucketed plain path."""
+    cost, real = 0.0, 0
     for group in batch_groups(list(examples), batch_size):
         lengths = [_inputs(examples[i]) for i in group]
-        run += len(group) * _round_up(max(lengths))
+        cost += row_cost(len(group), _round_up(max(lengths)), span=span)
         real += sum(lengths)
-    return run, real
+    return cost, real
 
 
-def prefix_positions(examples: Sequence[Example], batch_size: int) -> tuple[int, int]:
-    """``(positions run, real input tokens)`` over one epoch of the shared-prefix path, each batch
-    sharing what all its rows share (an upper bound: the path may split a batch to share more)."""
+def prefix_cost(examples: Sequence[Example], batch_size: int, span: float = math.inf) -> tuple[float, int]:
+    """``(cost, real input tokens)`` of one epoch of the shared-prefix path, each batch sharing what
+    all its rows share (an upper bound: the path may split a batch to share more)."""
     from mlx_tune import prefix
 
-    run = real = 0
+    cost, real = 0.0, 0
     for group in prefix.prefix_batch_groups(list(examples), batch_size):
         seqs = [np.asarray(examples[i].tokens, np.int64) for i in group]
         common = min((prefix._lcp(seqs[0], s) for s in seqs[1:]), default=0)
         c = prefix.shared_length(common) if len(seqs) > 1 else 0
-        run += c + len(seqs) * _round_up(max(len(s) - 1 - c for s in seqs))
+        rest = _round_up(max(len(s) - 1 - c for s in seqs))
+        cost += row_cost(1, c, span=span) + row_cost(len(seqs), rest, c + rest, span)
         real += sum(len(s) - 1 for s in seqs)
-    return run, real
+    return cost, real
 
 
 # ---------------------------------------------------------------- the model
@@ -292,12 +327,14 @@ def decide(setting: str, model, examples: Sequence[Example], batch_size: int, sh
     """``(plan or None, note or None)`` for the ``packing`` setting (``auto``, ``on``, ``off``).
 
     ``auto`` packs, with one worker and a model that packs, when over one epoch the shared-prefix
-    path (if ``shared``) runs more than :data:`PREFIX_GAIN` of packing's positions, or the plain
-    path (else) more than 1 / :data:`PACK_GAIN` of them; the note says why it did not when the data
-    would gain. ``on`` packs or raises."""
+    path (if ``shared``) costs more than :data:`PREFIX_GAIN` of packing, or the plain path (else)
+    more than 1 / :data:`PACK_GAIN` of it (:func:`row_cost` with the model's
+    :func:`attention_span`); the note says why it did not when the data would gain. ``on`` packs
+    (the same :func:`plan`) or raises."""
     if setting == "off":
         return None, None
-    p = plan(examples, batch_size)
+    span = attention_span(model)
+    p = plan(examples, batch_size, span)
     if setting == "on":
         if workers > 1:
             raise UserError(f"packing: on is for one worker (this run has {workers}); use --packing auto")
@@ -305,12 +342,12 @@ def decide(setting: str, model, examples: Sequence[Example], batch_size: int, sh
         if reason:
             raise UserError(f"packing: this model cannot train packed ({reason}); use --packing off")
         return p, None
-    run, real = packed_positions(examples, p)
+    run, real = packed_cost(examples, p, span)
     if shared:
-        other_run, other_real = prefix_positions(examples, batch_size)
+        other_run, other_real = prefix_cost(examples, batch_size, span)
         gains = other_run / other_real > PREFIX_GAIN * run / real
     else:
-        other_run, other_real = plain_positions(examples, batch_size)
+        other_run, other_real = plain_cost(examples, batch_size, span)
         gains = run / real <= PACK_GAIN * other_run / other_real
     if not gains:
         return None, None

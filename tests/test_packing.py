@@ -94,11 +94,11 @@ def test_pack_rows_best_fit_decreasing():
 
 
 @pytest.mark.parametrize("mask_prompt", [True, False])
-@pytest.mark.parametrize("capacity", [None, 4096], ids=["rows-of-longest", "one-row"])
+@pytest.mark.parametrize("capacity", [None, 120, 4096], ids=["rows-of-longest", "short-rows", "one-row"])
 def test_packed_loss_and_every_gradient_equal_unpacked(lora, mask_prompt, capacity):
     model, tokenizer, _ = lora
     exs = examples(tokenizer, 8, mask_prompt)
-    cap = capacity or packing.plan(exs, 4).capacity
+    cap = capacity or max(len(e.tokens) - 1 for e in exs)
     arrays, real, padded = packing.make_packed_batch(exs, cap)
     inputs, segments = arrays[0], arrays[1]
     assert inputs.shape[0] < len(exs)  # several examples share a row
@@ -145,13 +145,19 @@ def test_plan_groups_every_example_once_and_fills_rows(lora):
     _, tokenizer, _ = lora
     exs = examples(tokenizer, 40)
     p = packing.plan(exs, 4)
-    longest = max(len(e.tokens) - 1 for e in exs)
-    assert longest <= p.capacity < longest + 8 and p.rows >= 1
+    longest = packing._round_up(max(len(e.tokens) - 1 for e in exs))
+    rows_of_longest = packing.Plan(longest, p.rows if p.capacity == longest else 1)
+    assert p.capacity <= longest and p.rows >= 1
+    assert packing.packed_cost(exs, p)[0] <= packing.packed_cost(exs, rows_of_longest)[0]
+    # Where attention costs as much as the rest at 100 keys, shorter rows win over padding less.
+    short = packing.plan(exs, 4, span=100)
+    assert short.capacity < longest
+    assert packing.packed_cost(exs, short, 100)[0] < packing.packed_cost(exs, rows_of_longest, 100)[0]
     groups = p.groups(exs)
     assert sorted(i for g in groups for i in g) == list(range(40))
     assert p.groups(exs) == groups  # deterministic
-    run, real = packing.packed_positions(exs, p)
-    plain_run, plain_real = packing.plain_positions(exs, 4)
+    run, real = packing.packed_cost(exs, p)
+    plain_run, plain_real = packing.plain_cost(exs, 4)
     assert real == sum(len(e.tokens) - 1 for e in exs)
     assert run / real < plain_run / plain_real  # packing pads less than length bucketing here
 
@@ -301,11 +307,13 @@ def test_auto_packs_chat_records_but_not_tool_records(lora):
     model, tokenizer, _ = lora
     chat = examples(tokenizer, 40)
     tools = [train.tokenize_record(tokenizer, r) for r in make_records(40)]
+    span = packing.attention_span(model)
+    assert span == 2 * 64 + 1.5 * 128  # the test model's hidden and intermediate sizes
     p, note = packing.decide("auto", model, chat, 4, shared=True, workers=1)
-    assert p == packing.plan(chat, 4) and note is None
-    # Tool records share a long system prompt and schema: the shared-prefix path runs far fewer positions.
-    run, real = packing.packed_positions(tools, packing.plan(tools, 4))
-    prefix_run, prefix_real = packing.prefix_positions(tools, 4)
+    assert p == packing.plan(chat, 4, span) and note is None
+    # Tool records share a long system prompt and schema: the shared-prefix path costs far less.
+    run, real = packing.packed_cost(tools, packing.plan(tools, 4, span), span)
+    prefix_run, prefix_real = packing.prefix_cost(tools, 4, span)
     assert prefix_run / prefix_real < packing.PREFIX_GAIN * run / real
     assert packing.decide("auto", model, tools, 4, shared=True, workers=1) == (None, None)
     assert packing.decide("off", model, chat, 4, shared=False, workers=1) == (None, None)
