@@ -134,7 +134,9 @@ def plan(examples: Sequence[Example], batch_size: int, span: float = math.inf) -
     lengths = [_inputs(e) for e in examples]
     mean = sum(lengths) / len(lengths)
     longest = _round_up(max(lengths))
-    capacities = sorted({longest} | {_round_up(f * mean) for f in CAPACITY_FACTORS if f * mean < longest})
+    capacities = sorted(
+        {longest} | {_round_up(math.ceil(f * mean)) for f in CAPACITY_FACTORS if f * mean < longest}
+    )
     best = None
     for capacity in reversed(capacities):  # ties go to the longer rows
         p = Plan(capacity, max(1, round(batch_size * mean / capacity)))
