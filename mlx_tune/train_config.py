@@ -105,9 +105,10 @@ class TrainSettings:
     full-sequence path."""
     packing: Literal["auto", "on", "off"] = "auto"
     """Exact sequence packing (:mod:`mlx_tune.packing`): several examples per row, attention blocked
-    between them. ``auto``: packed on one worker unless the shared-prefix path saves over 20% of the
-    positions (tool records with a long shared prefix) or, without it, packing saves under 10%
-    (chat Q&A, code -> DOT pairs pack); ``on``: always (an error if the model cannot); ``off``: never."""
+    between them. ``auto``: packed on one worker unless the shared-prefix path costs 20% less (tool
+    records with a long shared prefix) or, without it, packing saves under 10% (costs: positions
+    weighted by attention length; chat Q&A, code -> DOT pairs pack); ``on``: always (an error if the
+    model cannot); ``off``: never."""
     max_seq_length: int = _check(2048, "int>=1")
     """Longest sequence in tokens; longer examples are dropped or truncated (``long_sequences``)."""
     long_sequences: Literal["drop", "truncate"] = "drop"
