@@ -11,7 +11,8 @@ a row of its own:
   (:func:`packed_hidden`; :func:`packing_support` probes that a model composes this way);
 - positions are not reset between examples: with rotary position embeddings, attention scores
   depend only on the distance between two positions, so shifting an example along the row leaves
-  its attention, loss and gradients unchanged (``tests/test_packing.py`` checks this to 1e-5);
+  its attention, loss and gradients unchanged (``tests/test_packing.py`` checks this to 1e-5; in
+  float32 the RoPE angles of a shifted position round differently, about 1e-7 relative);
 - the loss is the mean over the trained tokens of the batch, as in :func:`mlx_tune.batching.make_loss`.
 
 Batches (:func:`plan`): rows of a fixed capacity filled best-fit decreasing; a micro-batch holds
@@ -41,11 +42,11 @@ from mlx_tune.batching import Example, _round_up, batch_groups, output_head
 PACK_GAIN = 0.9
 """``auto`` packs instead of the plain path when packing costs at most this share of it."""
 PREFIX_GAIN = 0.8
-"""``auto`` keeps the shared-prefix path when it costs at most this share of packing. A packed batch
-is one set of rows where a shared-prefix batch is sub-batches with broadcast caches, and it ran
-faster at equal estimated cost (chat benchmark data, tiny model, interleaved epochs), so the prefix
-path must save more than a default system prompt does; on tool records (a long system prompt and
-tool schema) it saves about half."""
+"""``auto`` keeps the shared-prefix path when it costs at most this share of packing: a packed batch
+is one set of rows where a shared-prefix batch is sub-batches with broadcast caches (on the chat
+benchmark data, where the estimated costs are close, the two measured 0.90-1.14x of each other on a
+loaded machine), so the prefix path must save more than a default system prompt does; on tool
+records (a long system prompt and tool schema) it costs about half."""
 
 
 # ---------------------------------------------------------------- layout
