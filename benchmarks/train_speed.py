@@ -1,6 +1,7 @@
 """Training throughput: `mlx-tune train` (shared prefix on and off) against `mlx_lm lora`.
 
     .venv/bin/python benchmarks/train_speed.py [--model DIR] [--data DIR] [--epochs 3] [--batch-size 4]
+    .venv/bin/python benchmarks/train_speed.py --task chat [--max-train 64]
 
 Three fresh subprocesses, one after the other, same model, data and LoRA settings (prompt masking
 on): ``mlx-tune train`` with every optimisation (``--shared-prefix auto``), the same with
@@ -11,16 +12,26 @@ each); the first epoch (compilation) is left out of the timing. Throughput is in
 tool tokenizes the data. Peak memory: the child process' maximum resident set size (and, for
 ours, mlx's own peak). Data: data/phase7 if present (``--data`` to choose). The last line is
 ``ratio: N.NN``: ours (shared prefix on) over mlx-lm's (targets: >= 2x, and >= 1.6x on over off).
+
+``--task chat``: a variable-length chat set built offline (:func:`chat_records`: "What does X do?"
+questions about the standard library, answered by X's docstring, no tools), and ours packed
+(``--packing on``, :mod:`mlx_tune.training.packing`) and unpacked (``--packing off``) against ``mlx_lm
+lora``, each with the share of its computed positions that is padding (mlx-lm's from its own
+batching rule: consecutive records, padded to 1 + a multiple of 32). The last line is
+``ratio: N.NN``: ours packed over mlx-lm's (target: >= 1.5x).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
+import random
 import re
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -39,10 +50,59 @@ def default_model() -> Path:
     return path
 
 
-def prepare_data(src: Path | None, batch_size: int, out: Path, max_train: int) -> Path:
+# Standard-library modules whose docstrings make the chat set (parsed with ast, never imported).
+CHAT_MODULES = (
+    "argparse ast bisect calendar configparser csv dataclasses difflib enum fractions functools "
+    "gettext heapq inspect json/__init__ json/decoder json/encoder pathlib pprint random shutil "
+    "statistics string subprocess tarfile tempfile textwrap threading typing zipfile/__init__"
+).split()
+
+
+def chat_records(n: int, seed: int = 0, max_chars: int = 1500) -> list[dict]:
+    """``n`` plain Q&A chat records (no tools): "What does json.dumps do?" answered by the cleaned
+    docstring of ``json.dumps`` (cut at a paragraph before ``max_chars``), from the standard
+    library's sources, so the answers run from one line to a page. Deterministic for a seed."""
+    from mlx_tune.docstrings import clean_docstring
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    found = []
+    for name in CHAT_MODULES:
+        path = root / f"{name}.py"
+        if not path.is_file():
+            continue
+        module = name.removesuffix("/__init__").replace("/", ".")
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in tree.body:
+            inner = node.body if isinstance(node, ast.ClassDef) else []
+            for item in [node, *inner]:
+                if not isinstance(item, (ast.FunctionDef, ast.ClassDef)) or item.name.startswith("_"):
+                    continue
+                qual = item.name if item is node else f"{node.name}.{item.name}"
+                text = clean_docstring(ast.get_docstring(item))
+                while len(text) > max_chars and "\n\n" in text:
+                    text = text.rsplit("\n\n", 1)[0]
+                if len(text.split()) >= 4 and len(text) <= max_chars:
+                    found.append((f"{module}.{qual}", text))
+    found.sort()
+    random.Random(seed).shuffle(found)
+    return [
+        {
+            "messages": [
+                {"role": "user", "content": f"What does {name} do?"},
+                {"role": "assistant", "content": text},
+            ]
+        }
+        for name, text in found[:n]
+    ]
+
+
+def prepare_data(src: Path | None, batch_size: int, out: Path, max_train: int, task: str = "tools") -> Path:
     from mlx_tune import fileio
 
-    if src is not None:
+    if task == "chat":
+        recs = chat_records(max_train + 16)
+        train, valid = recs[:max_train], recs[max_train:]
+    elif src is not None:
         train, valid = fileio.read_jsonl(src / "train.jsonl"), fileio.read_jsonl(src / "valid.jsonl")
     else:
         sys.path.insert(0, str(ROOT / "tests"))
@@ -146,11 +206,30 @@ def common_args(model: Path, data: Path, adapter_path: Path, iters: int, args) -
     ]
 
 
+def mlx_lm_padding(lengths: list[int], batch_size: int, max_seq_length: int) -> float:
+    """The padding share of mlx-lm's batches over an epoch: it sorts by ``CacheDataset.itemlen``
+    (the record's key count, the same for every record here), so batches are consecutive records,
+    each padded to 1 + a multiple of 32 (at most ``max_seq_length``)."""
+    real = padded = 0
+    for i in range(0, len(lengths) - batch_size + 1, batch_size):
+        batch = lengths[i : i + batch_size]
+        width = min(1 + 32 * ((max(batch) + 31) // 32), max_seq_length)
+        real += sum(min(n, width) for n in batch)
+        padded += batch_size * width
+    return 1 - real / padded
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", type=Path, help="mlx-lm model dir (default: the tiny model)")
     ap.add_argument(
         "--data", type=Path, help="dir with train/valid.jsonl (default: data/phase7 or generated)"
+    )
+    ap.add_argument(
+        "--task",
+        choices=("tools", "chat"),
+        default="tools",
+        help="tools: the tool-use data (shared prefix on/off); chat: docstring Q&A (packing on/off)",
     )
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=4)
@@ -164,27 +243,30 @@ def main() -> None:
         raise SystemExit("--epochs: at least 2 (the first epoch is not timed)")
 
     model = args.model or default_model()
+    chat = args.task == "chat"
     src = args.data or (ROOT / "data/phase7" if (ROOT / "data/phase7/train.jsonl").is_file() else None)
+    if chat:
+        src = None
     work = Path(tempfile.mkdtemp(prefix="train_speed."))
-    data = prepare_data(src, args.batch_size, work / "data", args.max_train)
+    data = prepare_data(src, args.batch_size, work / "data", args.max_train, args.task)
     n_train = sum(1 for _ in open(data / "train.jsonl"))
     nb = n_train // args.batch_size
     iters = nb * args.epochs
+    what = "standard-library docstring Q&A" if chat else (src or "generated records")
     print(
-        f"model {model}\ndata {src or 'generated records'}: {n_train} train records, batch {args.batch_size}, "
+        f"model {model}\ndata {what}: {n_train} train records, batch {args.batch_size}, "
         f"{args.epochs} epochs = {iters} iterations (first epoch untimed)"
     )
 
-    def ours(shared: str) -> tuple[float, float, float]:
-        out = work / f"ours-{shared}"
+    def ours(name: str, flags: list[str]) -> dict:
+        out = work / f"ours-{name}"
         cmd = [
             sys.executable,
             "-m",
             "mlx_tune",
             "train",
             *common_args(model, data, out, iters, args),
-            "--shared-prefix",
-            shared,
+            *flags,
             "--lr-schedule",
             "constant",
             "--rank",
@@ -201,14 +283,27 @@ def main() -> None:
             "1",
             "--quiet",
         ]
-        _, rss = run(cmd, work / f"ours-{shared}.log")
+        _, rss = run(cmd, work / f"ours-{name}.log")
         rows = [r for r in map(json.loads, open(out / "metrics.jsonl")) if "train_loss" in r]
         timed = rows[1:]
-        tps = sum(r["real_tokens"] for r in timed) / sum(r["seconds"] for r in timed)
-        return tps, rss, json.loads((out / "summary.json").read_text())["peak_memory_gb"]
+        summary = json.loads((out / "summary.json").read_text())
+        return {
+            "tps": sum(r["real_tokens"] for r in timed) / sum(r["seconds"] for r in timed),
+            "rss": rss,
+            "peak": summary["peak_memory_gb"],
+            "padding": summary["padding_share"],
+        }
 
-    on_tps, on_rss, on_peak = ours("auto")
-    off_tps, off_rss, off_peak = ours("off")
+    if chat:
+        runs = {
+            "packed": ours("packed", ["--packing", "on"]),
+            "unpacked": ours("unpacked", ["--packing", "off"]),
+        }
+    else:
+        runs = {
+            "shared prefix on": ours("auto", ["--shared-prefix", "auto", "--packing", "off"]),
+            "shared prefix off": ours("off", ["--shared-prefix", "off", "--packing", "off"]),
+        }
 
     # mlx-lm
     cfg = work / "mlx_lm.yaml"
@@ -236,21 +331,23 @@ def main() -> None:
     ]
     lines, mlx_rss = run(cmd, work / "mlx_lm.log")
     secs = mlx_lm_seconds(lines, nb, iters)
-    real_per_epoch = sum(mlx_lm_lengths(model, data)[: nb * args.batch_size])
-    mlx_tps = real_per_epoch * (args.epochs - 1) / secs
+    lengths = mlx_lm_lengths(model, data)[: nb * args.batch_size]
+    mlx_tps = sum(lengths) * (args.epochs - 1) / secs
+    mlx_pad = mlx_lm_padding(lengths, args.batch_size, args.max_seq_length)
 
+    for name, r in runs.items():
+        label = f"mlx-tune train, {name}:"
+        print(
+            f"{label:<35}{r['tps']:,.0f} real tokens/s, padding {r['padding']:.1%}, peak RSS "
+            f"{r['rss']:.3f} GB (mlx peak {r['peak']} GB)"
+        )
     print(
-        f"mlx-tune train, shared prefix on:  {on_tps:,.0f} real tokens/s, peak RSS {on_rss:.3f} GB "
-        f"(mlx peak {on_peak} GB)"
+        f"{'mlx_lm lora:':<35}{mlx_tps:,.0f} real tokens/s, padding {mlx_pad:.1%}, peak RSS {mlx_rss:.3f} GB"
     )
-    print(
-        f"mlx-tune train, shared prefix off: {off_tps:,.0f} real tokens/s, peak RSS {off_rss:.3f} GB "
-        f"(mlx peak {off_peak} GB)"
-    )
-    print(f"mlx_lm lora:                       {mlx_tps:,.0f} real tokens/s, peak RSS {mlx_rss:.3f} GB")
-    print(f"shared prefix on / off: {on_tps / off_tps:.2f}")
+    first, second = list(runs)
+    print(f"{first} / {second}: {runs[first]['tps'] / runs[second]['tps']:.2f}")
     print(f"logs: {work}")
-    print(f"ratio: {on_tps / mlx_tps:.2f}")
+    print(f"ratio: {runs[first]['tps'] / mlx_tps:.2f}")
 
 
 if __name__ == "__main__":

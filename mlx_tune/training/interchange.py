@@ -60,7 +60,7 @@ IGNORED: dict[str, str] = {
 }
 # Skipped silently: our own plumbing (presets, phase files, adapter_config.json) and test_batches
 # (meaningless without test, which gets its note).
-SILENT = ("preset", "config", "lora_scale", "shared_prefix_used", "test_batches")
+SILENT = ("preset", "config", "lora_scale", "shared_prefix_used", "packing_used", "test_batches")
 
 SCHEDULE_NAMES = {"cosine_decay": "cosine"}
 ADAMW_DEFAULT_DECAY = 0.01  # mlx.optimizers.AdamW's default

@@ -6,6 +6,7 @@
 - :mod:`mlx_tune.training.batching`: tokenizing (every assistant turn trained), length-bucketed batches and
   the loss, whose output projection runs only on trained positions;
 - :mod:`mlx_tune.training.prefix`: shared-prefix batches (a batch's common system + tools prefix runs once);
+- :mod:`mlx_tune.training.packing`: packed batches (several examples per row, attention kept apart);
 - :mod:`mlx_tune.training.train_setup`: loading the base, adapters, the optimizer and its schedule;
 - :mod:`mlx_tune.training.loop`: the training loop (compiled step, reporting, validation, checkpoints, stops);
 - :mod:`mlx_tune.training.checkpoints`: the adapter and resumable checkpoints on disk;
@@ -29,7 +30,7 @@ from mlx_tune.models.model_spec import load_model
 
 # Re-exported: other modules and users import these from mlx_tune.training.train.
 from mlx_tune.rendering import Example, _template, output_head, tokenize_record  # noqa: F401
-from mlx_tune.training import interchange, prefix, run_folder
+from mlx_tune.training import interchange, packing, prefix, run_folder
 from mlx_tune.training.batching import (  # noqa: F401
     PAD_MULTIPLE,
     BatchStream,
@@ -56,7 +57,7 @@ from mlx_tune.training.train_config import (  # noqa: F401
 from mlx_tune.training.train_setup import make_optimizer, setup_model, target_keys  # noqa: F401
 
 # Settings a resume must share with its checkpoint (iters may grow: see _check_resume).
-RESUME_KEYS = ("model", "batch_size", "seed", "fine_tune_type", "shared_prefix_used")
+RESUME_KEYS = ("model", "batch_size", "seed", "fine_tune_type", "shared_prefix_used", "packing_used")
 
 
 def train(
@@ -113,7 +114,14 @@ def train(
         raise UserError(f"data: {valid_file} has no usable examples{_why_unusable(valid_data, s)}")
     if s.batch_size % world.size():
         raise UserError(f"batch_size: {s.batch_size} is not divisible by the {world.size()} workers")
-    if shared:
+    packed, note = packing.decide(s.packing, model, train_data.examples, s.batch_size, shared, world.size())
+    if note and rank0:
+        say_once(note)
+    if packed is not None:
+        shared = False
+        groups, build = packed.groups(train_data.examples), packed.build
+        valid = packed.eval_batches(valid_data.examples)
+    elif shared:
         groups, build = (
             prefix.prefix_batch_groups(train_data.examples, s.batch_size),
             prefix.make_prefix_batch,
@@ -130,10 +138,15 @@ def train(
     mx.random.seed(s.seed)
     adapter_keys = setup_model(model, s)
     optimizer = make_optimizer(s, total_updates)
-    loss = prefix.make_prefix_loss(model) if shared else make_loss(model)
+    if packed is not None:
+        loss = packing.make_packed_loss(model)
+    else:
+        loss = prefix.make_prefix_loss(model) if shared else make_loss(model)
 
     resolved = dataclasses.asdict(s)
-    resolved.update(iters=iters, lora_scale=s.lora_scale, shared_prefix_used=shared)
+    resolved.update(
+        iters=iters, lora_scale=s.lora_scale, shared_prefix_used=shared, packing_used=packed is not None
+    )
     # mlx-lm's own keys (lr_schedule as its mapping, optimizer_config), so `mlx_lm lora -c` on this
     # file trains with the same schedule and weight decay.
     adapter_config = {
@@ -189,6 +202,7 @@ def train(
         "real_tokens": c["real_tokens"],
         "padding_share": _r(1 - c["real_tokens"] / c["padded_tokens"], 4) if c["padded_tokens"] else None,
         "shared_prefix": shared,
+        "packing": packed is not None,
         "train_examples": len(train_data.examples),
         "valid_examples": len(valid_data.examples),
         "too_long": train_data.too_long + valid_data.too_long,
@@ -233,7 +247,7 @@ def _resume(job: Job, plan: run_folder.Plan, overwrite: bool) -> None:
 
     ckpt = plan.checkpoint
     saved = json.loads((ckpt / "state.json").read_text())
-    have = {"shared_prefix_used": False, **saved["settings"]}
+    have = {"shared_prefix_used": False, "packing_used": False, **saved["settings"]}
     want = job.run_state["settings"]
     if saved["data_fingerprint"] != job.run_state["data_fingerprint"] or any(
         have.get(k) != want[k] for k in RESUME_KEYS
@@ -289,7 +303,7 @@ def describe(summary: dict) -> str:
         f"{s['status']} at step {s['step']}/{s['iters']}: val loss {s['val_loss_first']} -> best "
         f"{s['val_loss_best']} (step {s['best_step']}, {s['improvement_pct']}% lower)",
         f"{s['tokens_per_second']} tokens/s (real tokens, padding share {s['padding_share']}, "
-        f"shared prefix {'on' if s.get('shared_prefix') else 'off'}), "
+        f"shared prefix {'on' if s.get('shared_prefix') else 'off'}{', packed' if s.get('packing') else ''}), "
         f"{s['train_seconds']} s training, peak memory {s['peak_memory_gb']} GB",
         f"{s['trainable_params']} trainable parameters, adapter {s.get('adapter_bytes')} bytes; "
         f"{s['train_examples']} train / {s['valid_examples']} valid examples",

@@ -104,6 +104,12 @@ class TrainSettings:
     """``auto``: run each batch's shared token prefix (system prompt + tools) once and broadcast its
     cache to the rows (exact; :mod:`mlx_tune.training.prefix`) when the model supports it; ``off``: the plain
     full-sequence path."""
+    packing: Literal["auto", "on", "off"] = "auto"
+    """Exact sequence packing (:mod:`mlx_tune.training.packing`): several examples per row, attention blocked
+    between them. ``auto``: packed on one worker unless the shared-prefix path costs 20% less (tool
+    records with a long shared prefix) or, without it, packing saves under 10% (costs: positions
+    weighted by attention length; chat Q&A, code -> DOT pairs pack); ``on``: always (an error if the
+    model cannot); ``off``: never."""
     max_seq_length: int = _check(2048, "int>=1")
     """Longest sequence in tokens; longer examples are dropped or truncated (``long_sequences``)."""
     long_sequences: Literal["drop", "truncate"] = "drop"
