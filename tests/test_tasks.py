@@ -181,3 +181,38 @@ def test_chat_demo_end_to_end_with_tiny_settings(tmp_path, tiny_model):
     }
     assert (tmp_path / "demo" / "adapter" / "adapters.safetensors").is_file()
     assert any("finished in" in line for line in logs)
+
+
+def test_training_refuses_records_of_another_task(tmp_path):
+    """`train --task` (or a phase's `task:`) names the records' task; a record of another task is a
+    file:line error before any model loads, so a chat set never trains as tool use by mistake."""
+    from mlx_tune import fileio
+    from mlx_tune.training.batching import load_records, record_task
+    from mlx_tune.training.train_config import resolve_settings
+
+    chat = {
+        "messages": [
+            {"role": "user", "content": "What is a set?"},
+            {"role": "assistant", "content": "A set."},
+        ],
+        "meta": {
+            "category": "direct",
+            "origin": "real",
+            "source": "file:x",
+            "generator": "t",
+            "task": "chat",
+        },
+    }
+    fileio.write_jsonl(tmp_path / "train.jsonl", [chat, chat])
+    assert [record_task(r) for r in load_records(tmp_path / "train.jsonl", "chat")] == ["chat", "chat"]
+    with pytest.raises(
+        UserError, match=r"train\.jsonl:1: a chat record, but the task is tools \(--task chat"
+    ):
+        load_records(tmp_path / "train.jsonl", "tools")
+    assert record_task({"messages": [], "tools": []}) == "tools"
+    assert (
+        resolve_settings(overrides={"model": "m", "data": "d", "iters": 1, "task": "chat"}, notes=[]).task
+        == "chat"
+    )
+    with pytest.raises(UserError, match="task"):
+        resolve_settings(overrides={"model": "m", "data": "d", "iters": 1, "task": "poems"}, notes=[])

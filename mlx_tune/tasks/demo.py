@@ -87,7 +87,13 @@ def run_task_demo(task_name: str, s: TaskDemoSettings) -> dict:
     s.log(f"[demo] task {task.NAME}: {task.SUMMARY}; {cpu_blas.describe()}")
     manifest = _timed(timings, "data", s.log, lambda: task.build_demo_data(data, s.seed))
     model = _timed(timings, "base model", s.log, lambda: base_model(s))
-    overrides = {"model": model, "data": str(data), "adapter_path": str(adapter), "seed": s.seed}
+    overrides = {
+        "model": model,
+        "data": str(data),
+        "adapter_path": str(adapter),
+        "seed": s.seed,
+        "task": task.NAME,
+    }
     overrides.update({"iters": s.iters} if s.iters else {"epochs": s.epochs})
     preset = s.preset or ("tiny" if s.model is None else None)
     settings = train.resolve_settings(preset=preset, overrides=overrides)

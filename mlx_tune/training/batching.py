@@ -36,16 +36,31 @@ class TokenizedData:
     fingerprint: str = ""
 
 
-def load_records(path: Path) -> list[dict]:
-    """Read and validate a JSONL file; every invalid line in one ``UserError`` (file:line: field)."""
+def load_records(path: Path, task: str | None = None) -> list[dict]:
+    """Read and validate a JSONL file; every invalid line in one ``UserError`` (file:line: field).
+    With ``task``, a record of another task (:func:`record_task`) is a problem too."""
     out, problems = [], []
     for lineno, record in fileio.iter_jsonl(path):
         for problem in records.validate_record(record):
             problems.append(f"{path}:{lineno}: {problem}")
+        found = record_task(record)
+        if task is not None and found != task:
+            problems.append(
+                f"{path}:{lineno}: a {found} record, but the task is {task} "
+                f"(--task {found}, or `task: {found}` in the phase config)"
+            )
         out.append(record)
     if problems:
         raise UserError(_joined(f"{path}", problems))
     return out
+
+
+def record_task(record) -> str:
+    """The task a record belongs to: its ``meta.task`` (chat and DOT records name theirs), else
+    ``tools``."""
+    meta = record.get("meta") if isinstance(record, dict) else None
+    task = meta.get("task") if isinstance(meta, dict) else None
+    return task if isinstance(task, str) and task else "tools"
 
 
 def tokenize_split(tokenizer, recs: list[dict], settings: TrainSettings) -> TokenizedData:

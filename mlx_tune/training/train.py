@@ -91,7 +91,7 @@ def train(
         raise UserError(f"data: {train_file} does not exist (run `mlx-tune data merge --phase N` to make it)")
     if not valid_file.is_file():
         raise UserError(f"data: {valid_file} does not exist (a validation split is required)")
-    train_recs, valid_recs = load_records(train_file), load_records(valid_file)
+    train_recs, valid_recs = load_records(train_file, s.task), load_records(valid_file, s.task)
 
     # The model and the data.
     model, tokenizer = load_model(s.model, labels=("--model", "--adapter-path"))

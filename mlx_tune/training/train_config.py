@@ -56,6 +56,10 @@ class TrainSettings:
     """Directory with ``train.jsonl`` and ``valid.jsonl`` (records in mlx-lm's tools/chat format)."""
     adapter_path: str = "adapters"
     """Output directory for the adapter, metrics, summary, ``best/`` and ``checkpoints/``."""
+    task: Literal["tools", "chat", "dot"] = "tools"
+    """The task the records are for (:mod:`mlx_tune.tasks`): ``tools`` (tool use: records with
+    ``tools``), ``chat`` or ``dot`` (plain answers, ``meta.task`` naming the task). A phase config's
+    ``task:`` sets it; a record of another task is an error naming its file and line."""
     fine_tune_type: Literal["lora", "dora", "full"] = "lora"
     """``lora``, ``dora`` or ``full`` (full trains the last ``num_layers`` transformer layers)."""
     train_embeddings: bool = False
@@ -259,6 +263,7 @@ def resolve_settings(
                 {
                     "data": str(layout.phase_data_dir(ph.number)),
                     "adapter_path": str(layout.adapter_dir(ph.number)),
+                    "task": ph.task,
                 },
             )
         )
