@@ -4,6 +4,7 @@ CLI, and the generic task benchmark on a tiny model."""
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
 
 import pytest
@@ -187,8 +188,9 @@ def test_training_refuses_records_of_another_task(tmp_path):
     """`train --task` (or a phase's `task:`) names the records' task; a record of another task is a
     file:line error before any model loads, so a chat set never trains as tool use by mistake."""
     from mlx_tune import fileio
-    from mlx_tune.training.batching import load_records, record_task
-    from mlx_tune.training.train_config import resolve_settings
+    from mlx_tune.tasks import record_task
+    from mlx_tune.training.batching import load_records
+    from mlx_tune.training.train_config import TrainSettings, resolve_settings
 
     chat = {
         "messages": [
@@ -210,6 +212,13 @@ def test_training_refuses_records_of_another_task(tmp_path):
     ):
         load_records(tmp_path / "train.jsonl", "tools")
     assert record_task({"messages": [], "tools": []}) == "tools"
+    # the setting's choices are the registry's tasks
+    assert set(typing.get_args(typing.get_type_hints(TrainSettings)["task"])) == set(tasks.task_names())
+    runner = CliRunner()
+    result = runner.invoke(main, ["data", "validate", str(tmp_path / "train.jsonl"), "--task", "dot"])
+    assert result.exit_code != 0 and "train.jsonl:2: a chat record, but --task is dot" in result.output
+    result = runner.invoke(main, ["data", "validate", str(tmp_path / "train.jsonl"), "--task", "chat"])
+    assert result.exit_code == 0, result.output
     assert (
         resolve_settings(overrides={"model": "m", "data": "d", "iters": 1, "task": "chat"}, notes=[]).task
         == "chat"

@@ -7,6 +7,7 @@ import click
 
 from mlx_tune import UserError, layout
 from mlx_tune.cli.group import Group
+from mlx_tune.tasks import task_names
 
 
 @click.group(cls=Group)
@@ -279,11 +280,17 @@ def data_merge(phase, out, phases_dir) -> None:
 @click.option(
     "--max-seq-length", default=None, type=click.IntRange(1), help="Longest allowed record, in tokens."
 )
-def data_validate(files, model, max_seq_length) -> None:
+@click.option(
+    "--task",
+    type=click.Choice(task_names()),
+    default=None,
+    help="Also check that every record is of this task (meta.task; tools when unset).",
+)
+def data_validate(files, model, max_seq_length, task) -> None:
     """Check JSONL records against the record format; print every problem as file:line: field."""
     from mlx_tune.data.datacheck import validate_files
 
-    n = validate_files(list(files), model=model, max_seq_length=max_seq_length)
+    n = validate_files(list(files), model=model, max_seq_length=max_seq_length, task=task)
     click.echo(f"{n} records OK")
 
 

@@ -165,15 +165,25 @@ def token_length(tokenizer, record: dict) -> int:
 
 
 def validate_files(
-    paths: list[Path | str], model: str | Path | None = None, max_seq_length: int | None = None
+    paths: list[Path | str],
+    model: str | Path | None = None,
+    max_seq_length: int | None = None,
+    task: str | None = None,
 ) -> int:
     """Validate JSONL files; return the number of records, or raise one ``UserError`` listing
-    every problem. With ``model``, records longer than ``max_seq_length`` tokens are problems."""
+    every problem. With ``model``, records longer than ``max_seq_length`` tokens are problems;
+    with ``task``, records of another task (:func:`mlx_tune.tasks.record_task`) are."""
     if not paths:
         raise UserError("give at least one JSONL file to validate")
     if max_seq_length is not None and model is None:
         raise UserError("--max-seq-length needs --model (a tokenizer to count tokens with)")
     good, problems = load_checked(paths)
+    if task is not None:
+        from mlx_tune.tasks import record_task
+
+        for item in good:
+            if (found := record_task(item.record)) != task:
+                problems.append(f"{item.path}:{item.line}: a {found} record, but --task is {task}")
     if model is not None:
         tokenizer = load_tokenizer(model)
         for item in _progress(good, "tokens"):

@@ -85,3 +85,11 @@ def data_commands() -> list:
         except ImportError:
             continue
     return out
+
+
+def record_task(record) -> str:
+    """The task a record belongs to: its ``meta.task`` (chat and DOT records name theirs), else
+    ``tools`` (training and ``data validate`` check records against ``--task`` with it)."""
+    meta = record.get("meta") if isinstance(record, dict) else None
+    task = meta.get("task") if isinstance(meta, dict) else None
+    return task if isinstance(task, str) and task else "tools"

@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlx_tune import UserError, fileio, records
+from mlx_tune import UserError, fileio, records, tasks
 from mlx_tune.rendering import Example, output_head, tokenize_record
 from mlx_tune.training.train_config import TrainSettings, _joined
 
@@ -43,7 +43,7 @@ def load_records(path: Path, task: str | None = None) -> list[dict]:
     for lineno, record in fileio.iter_jsonl(path):
         for problem in records.validate_record(record):
             problems.append(f"{path}:{lineno}: {problem}")
-        found = record_task(record)
+        found = tasks.record_task(record)
         if task is not None and found != task:
             problems.append(
                 f"{path}:{lineno}: a {found} record, but the task is {task} "
@@ -53,14 +53,6 @@ def load_records(path: Path, task: str | None = None) -> list[dict]:
     if problems:
         raise UserError(_joined(f"{path}", problems))
     return out
-
-
-def record_task(record) -> str:
-    """The task a record belongs to: its ``meta.task`` (chat and DOT records name theirs), else
-    ``tools``."""
-    meta = record.get("meta") if isinstance(record, dict) else None
-    task = meta.get("task") if isinstance(meta, dict) else None
-    return task if isinstance(task, str) and task else "tools"
 
 
 def tokenize_split(tokenizer, recs: list[dict], settings: TrainSettings) -> TokenizedData:
