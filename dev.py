@@ -45,13 +45,23 @@ OPENBLAS_GLOBS = ("/usr/lib/*-linux-gnu/libopenblas.so.0", "/usr/lib*/libopenbla
 OPENBLAS_PACKAGES = {"apt-get": "libopenblas0-pthread", "dnf": "openblas"}
 
 
+def find_openblas() -> str | None:
+    """The system OpenBLAS on Linux, in the order ``mlx_tune/models/cpu_blas.py`` looks (``None``
+    elsewhere, when missing, or with MLX_TUNE_BLAS=off)."""
+    if not sys.platform.startswith("linux") or os.environ.get("MLX_TUNE_BLAS", "").lower() == "off":
+        return None
+    variants = [f"/usr/lib/*-linux-gnu/openblas-{v}/libopenblas.so.0" for v in ("pthread", "openmp")]
+    for pattern in (*variants, *OPENBLAS_GLOBS):
+        for hit in sorted(glob.glob(pattern)):
+            return hit
+    return None
+
+
 def ensure_openblas() -> None:
     """Install the system OpenBLAS on Linux when missing and allowed (see the module doc)."""
     if not sys.platform.startswith("linux") or os.environ.get("MLX_TUNE_BLAS", "").lower() == "off":
         return
-    if any(glob.glob(g) for g in OPENBLAS_GLOBS) or any(
-        glob.glob(f"/usr/lib/*-linux-gnu/openblas-{v}/libopenblas.so.0") for v in ("pthread", "openmp")
-    ):
+    if find_openblas():
         return
     manager = next((m for m in OPENBLAS_PACKAGES if shutil.which(m)), None)
     if manager is None:
@@ -83,7 +93,13 @@ def main(argv: list[str]) -> int:
     ensure_venv()
     command, rest = argv[0], argv[1:]
     if command == "test":
-        return subprocess.run([PY, "-m", "pytest", *rest], cwd=ROOT).returncode
+        # The tests run in-process, past the console script's OpenBLAS restart: preload it here
+        # when installed (never installed for tests), as the commands themselves would.
+        env = dict(os.environ)
+        lib = find_openblas()
+        if lib and "openblas" not in env.get("LD_PRELOAD", ""):
+            env["LD_PRELOAD"] = " ".join(filter(None, [lib, env.get("LD_PRELOAD", "")]))
+        return subprocess.run([PY, "-m", "pytest", *rest], cwd=ROOT, env=env).returncode
     ensure_openblas()
     return subprocess.run([PY, "-m", "mlx_tune", "demo", *rest], cwd=ROOT).returncode
 
