@@ -108,10 +108,11 @@ def run_demo(s: DemoSettings) -> dict:
 
     _data_stages(s, stage)
     # Each phase's training (and fuse) is a lane of its own, as is the QLoRA path; the longest first.
-    lanes = [_phase_lane(s, n, model, tiny) for n in sorted(PHASES, key=lambda n: -n)]
+    workers = parallel_workers(tiny)
+    lanes = [_phase_lane(s, n, model, tiny, workers <= 1) for n in sorted(PHASES, key=lambda n: -n)]
     if tiny:
-        lanes.insert(2, _qlora_lane(s))
-    runner.run_lanes(lanes, parallel_workers(tiny))
+        lanes.insert(2, _qlora_lane(s, workers <= 1))
+    runner.run_lanes(lanes, workers)
 
     from mlx_tune.eval.bench import format_table, project_models, run_benchmark
 
@@ -219,7 +220,7 @@ def _data_stages(s: DemoSettings, stage) -> None:
         click.echo(datacheck.format_stats(datacheck.dataset_stats(layout.phase_data_dir(n))))
 
 
-def _phase_lane(s: DemoSettings, n: int, model: str, tiny: bool) -> list[Stage]:
+def _phase_lane(s: DemoSettings, n: int, model: str, tiny: bool, progress: bool) -> list[Stage]:
     """Phase ``n``'s training, then its fuse into 8 bits when the demo fuses it."""
     from mlx_tune.training import train
     from mlx_tune.training.fuse import fuse
@@ -238,7 +239,7 @@ def _phase_lane(s: DemoSettings, n: int, model: str, tiny: bool) -> list[Stage]:
             overrides | {"preset": "tiny" if tiny else None},
             [Path(model) if Path(model).exists() else Path("-"), data / "train.jsonl", data / "valid.jsonl"],
             [adapters / "adapters.safetensors"],
-            partial(_train_completed, settings),
+            partial(_train_completed, settings, progress),
         )
     ]
     if n in FUSED_PHASES:
@@ -250,7 +251,7 @@ def _phase_lane(s: DemoSettings, n: int, model: str, tiny: bool) -> list[Stage]:
     return lane
 
 
-def _qlora_lane(s: DemoSettings) -> list[Stage]:
+def _qlora_lane(s: DemoSettings, progress: bool) -> list[Stage]:
     """A 4-bit tiny base, LoRA on one phase, and its fuse into 8 bits (see QLORA_OVERRIDES)."""
     from mlx_tune.models.tiny import build_tiny_model
     from mlx_tune.training import train
@@ -285,7 +286,7 @@ def _qlora_lane(s: DemoSettings) -> list[Stage]:
             overrides,
             [TINY_4BIT_DIR, data / "train.jsonl", data / "valid.jsonl"],
             [adapters / "adapters.safetensors"],
-            partial(_train_completed, settings),
+            partial(_train_completed, settings, progress),
         ),
         Stage(
             f"fuse phase {n} (QLoRA)",
@@ -297,13 +298,13 @@ def _qlora_lane(s: DemoSettings) -> list[Stage]:
     ]
 
 
-def _train_completed(settings) -> None:
+def _train_completed(settings, progress: bool = True) -> None:
     """Train (replacing an older adapter only once the new one is whole); a run that stopped
     early by interrupt is not a finished stage (it is not stamped, fused or benchmarked; the next
     demo resumes it from its checkpoint)."""
     from mlx_tune.training import train
 
-    summary = train.train(settings, resume="auto", overwrite=True)
+    summary = train.train(settings, resume="auto", overwrite=True, progress=progress)
     if summary.get("status") == "interrupted":
         raise KeyboardInterrupt
 

@@ -94,16 +94,14 @@ class Runner:
         self.log(f"[demo] {st.name} ...")
         return True
 
-    def finished(self, st: Stage, started: float) -> None:
+    def finished(self, st: Stage, seconds: float) -> None:
         self.stamps.done(st.name, self.stamps.fingerprint(st.settings, st.inputs))
-        self.timings[st.name] = round(time.perf_counter() - started, 1)
+        self.timings[st.name] = round(seconds, 1)
         self.log(f"[demo] {st.name}: done in {self.timings[st.name]:.1f} s")
 
     def run(self, st: Stage) -> None:
         if self.needed(st):
-            started = time.perf_counter()
-            st.run()
-            self.finished(st, started)
+            self.finished(st, timed(st.run))
 
     def run_lanes(self, lanes: list[list[Stage]], workers: int) -> None:
         """Run each lane's stages in order; with ``workers`` > 1, lanes side by side in worker
@@ -123,7 +121,7 @@ class Runner:
                 while lanes[i]:
                     st = lanes[i].pop(0)
                     if self.needed(st):
-                        running[pool.submit(st.run)] = (i, st, time.perf_counter())
+                        running[pool.submit(timed, st.run)] = (i, st)
                         return
 
             for i in range(len(lanes)):
@@ -131,15 +129,22 @@ class Runner:
             while running:
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
-                    i, st, started = running.pop(future)
-                    future.result()  # a failed stage raises here, stopping the demo
-                    self.finished(st, started)
+                    i, st = running.pop(future)
+                    self.finished(st, future.result())  # a failed stage raises here, stopping the demo
                     next_of(i)
+
+
+def timed(run: Callable[[], object]) -> float:
+    """Seconds ``run()`` took (in a worker: its own run, not the time it waited in the queue)."""
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started
 
 
 def _quiet() -> None:
     """Worker processes show no progress bars: two would overwrite each other on one terminal (the
-    main process says when each stage starts and ends)."""
+    main process says when each stage starts and ends). Stages that draw their own bars take a
+    ``progress`` argument as well (see the demo's training stages)."""
     os.environ["TQDM_DISABLE"] = "1"
 
 
