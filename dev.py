@@ -13,7 +13,6 @@ run. ``MLX_TUNE_BLAS=off`` skips this (and the preload itself).
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import subprocess
@@ -41,20 +40,15 @@ def ensure_venv() -> None:
     STAMP.write_text(pyproject.read_text())
 
 
-OPENBLAS_GLOBS = ("/usr/lib/*-linux-gnu/libopenblas.so.0", "/usr/lib*/libopenblas*.so.0")
 OPENBLAS_PACKAGES = {"apt-get": "libopenblas0-pthread", "dnf": "openblas"}
 
 
 def find_openblas() -> str | None:
-    """The system OpenBLAS on Linux, in the order ``mlx_tune/models/cpu_blas.py`` looks (``None``
-    elsewhere, when missing, or with MLX_TUNE_BLAS=off)."""
-    if not sys.platform.startswith("linux") or os.environ.get("MLX_TUNE_BLAS", "").lower() == "off":
-        return None
-    variants = [f"/usr/lib/*-linux-gnu/openblas-{v}/libopenblas.so.0" for v in ("pthread", "openmp")]
-    for pattern in (*variants, *OPENBLAS_GLOBS):
-        for hit in sorted(glob.glob(pattern)):
-            return hit
-    return None
+    """The OpenBLAS that ``mlx_tune.models.cpu_blas`` would preload (asked in .venv, so where to
+    look is written once); ``None`` when there is none or MLX_TUNE_BLAS=off."""
+    code = "from mlx_tune.models.cpu_blas import find_openblas as f; print(f() or '')"
+    out = subprocess.run([PY, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    return out.stdout.strip() or None
 
 
 def ensure_openblas() -> None:

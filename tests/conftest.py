@@ -54,6 +54,26 @@ def make_records(n: int = 12, fmt: str = "tools") -> list[dict]:
     return out
 
 
+def loss_and_grads(model, loss_fn, batch):
+    """``(loss, trained tokens, {name: gradient})`` of ``loss_fn(model, *batch)``."""
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten
+
+    (value, ntoks), grads = nn.value_and_grad(model, loss_fn)(model, *batch)
+    return value.item(), ntoks.item(), dict(tree_flatten(grads))
+
+
+def assert_close(a: dict, b: dict, rtol: float = 1e-5):
+    """Equal keys, each array within ``rtol`` of its largest magnitude (which must be non-zero)."""
+    import mlx.core as mx
+
+    assert a.keys() == b.keys()
+    for k in a:
+        scale = mx.abs(a[k]).max().item()
+        assert scale > 0, k
+        assert mx.abs(a[k] - b[k]).max().item() <= rtol * scale, k
+
+
 @pytest.fixture
 def sample_records():
     return make_records

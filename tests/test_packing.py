@@ -9,7 +9,7 @@ import pytest
 
 from mlx_tune import UserError, fileio
 from mlx_tune.training import packing, train
-from tests.conftest import train_settings
+from tests.conftest import assert_close, loss_and_grads, train_settings
 
 mx = pytest.importorskip("mlx.core")
 
@@ -52,22 +52,6 @@ def lora(tiny_model):
 
 def examples(tokenizer, n: int = 12, mask_prompt: bool = True):
     return [train.tokenize_record(tokenizer, r, mask_prompt) for r in chat_records(n)]
-
-
-def loss_and_grads(model, loss_fn, batch):
-    import mlx.nn as nn
-    from mlx.utils import tree_flatten
-
-    (value, ntoks), grads = nn.value_and_grad(model, loss_fn)(model, *batch)
-    return value.item(), ntoks.item(), dict(tree_flatten(grads))
-
-
-def assert_close(a: dict, b: dict, rtol: float = 1e-5):
-    assert a.keys() == b.keys()
-    for k in a:
-        scale = mx.abs(a[k]).max().item()
-        assert scale > 0, k
-        assert mx.abs(a[k] - b[k]).max().item() <= rtol * scale, k
 
 
 def test_block_mask_is_causal_within_each_example_only():

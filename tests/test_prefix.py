@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from mlx_tune.training import prefix, train
-from tests.conftest import make_records
+from tests.conftest import assert_close, loss_and_grads, make_records
 
 mx = pytest.importorskip("mlx.core")
 
@@ -29,22 +29,6 @@ def lora(tiny_model):
 def examples(tokenizer, mask_prompt: bool, n_tools: int = 9, n_code: int = 3):
     recs = make_records(n_tools) + make_records(n_code, fmt="code")
     return [train.tokenize_record(tokenizer, r, mask_prompt) for r in recs]
-
-
-def loss_and_grads(model, loss_fn, batch):
-    import mlx.nn as nn
-    from mlx.utils import tree_flatten
-
-    (value, ntoks), grads = nn.value_and_grad(model, loss_fn)(model, *batch)
-    return value.item(), ntoks.item(), dict(tree_flatten(grads))
-
-
-def assert_close(a: dict, b: dict, rtol: float = 1e-5):
-    assert a.keys() == b.keys()
-    for k in a:
-        scale = mx.abs(a[k]).max().item()
-        assert scale > 0, k
-        assert mx.abs(a[k] - b[k]).max().item() <= rtol * scale, k
 
 
 @pytest.mark.parametrize("mask_prompt", [True, False])
