@@ -116,10 +116,15 @@ def test_task_benchmark_on_a_tiny_model(tmp_path, tiny_model):
     )
     assert model["perplexity"] == pytest.approx(evaluate.perplexity(model_, tok, queries), rel=1e-4)
     assert model["generation_tps"] > 0 and results["settings"]["task"] == "chat"
+    # the shared measuring step (bench_model.measure_model) also gives memory and sizes; no load probes
+    assert model["peak_memory_gb"] > 0 and model["size_bytes"] > 0 and model["stopped_broken_calls"] == 0
+    assert (
+        model["load_time_s"] is None and model["load_times_s"] == [] and results["settings"]["repeats"] == 0
+    )
     saved = json.loads((tmp_path / "bench" / "results.json").read_text())
     assert saved["models"][0]["accuracy"] == model["accuracy"]
     md = (tmp_path / "bench" / "results.md").read_text()
-    assert "ppl real" in md and "n/a" in md
+    assert "ppl real" in md and "n/a" in md and "Load time: not measured." in md and "peak GB" in md
     assert bench_report.redraw(Path(tmp_path / "bench"))["settings"]["task"] == "chat"
 
 
@@ -133,9 +138,14 @@ def test_bench_task_chat_cli(tmp_path, tiny_model):
     fileio.write_jsonl(tmp_path / "test.jsonl", recs)
     fileio.write_jsonl(tmp_path / "train.jsonl", recs[:1])
     args = ["--task", "chat", "--queries", str(tmp_path / "test.jsonl"), "--out", str(tmp_path / "out")]
-    result = CliRunner().invoke(bench.command, [*args, "--model", f"base={tiny_model}", "--max-tokens", "2"])
+    model = ["--model", f"base={tiny_model}", "--max-tokens", "2"]
+    result = CliRunner().invoke(bench.command, [*args, *model, "--repeats", "1"])
     assert result.exit_code == 0, result.output
     res = json.loads((tmp_path / "out" / "results.json").read_text())
+    # --repeats counts for every task: one fresh-process load, its time in the row and the report
+    assert res["settings"]["repeats"] == 1 and len(res["models"][0]["load_times_s"]) == 1
+    assert res["models"][0]["load_time_s"] == res["models"][0]["load_times_s"][0] > 0
+    assert "Load time: median of 1 fresh processes." in (tmp_path / "out" / "results.md").read_text()
     assert res["settings"]["train"] == str(tmp_path / "train.jsonl") and res["settings"]["n_queries"] == 3
     assert res["models"][2]["name"] == "nearest-train" and res["models"][2]["accuracy"]["exact_match"] == 1.0
     assert "--task chat: pass --model" in one_line_error(CliRunner().invoke(bench.command, args))
@@ -148,6 +158,8 @@ def test_bench_task_chat_cli(tmp_path, tiny_model):
         f"broken={tmp_path / 'empty'}",
         "--max-tokens",
         "2",
+        "--repeats",
+        "0",
     ]
     result = CliRunner().invoke(bench.command, both)
     assert result.exit_code == 1 and "1 of 2 models failed: broken" in result.output

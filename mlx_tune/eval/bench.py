@@ -272,7 +272,9 @@ def command(
         from mlx_tune.tasks import check_name
 
         if check_name(task_name) != "tools":
-            results = _task_benchmark(task_name, model_opts, queries, out_dir, limit, max_tokens, batch_size)
+            results = _task_benchmark(
+                task_name, model_opts, queries, out_dir, limit, max_tokens, batch_size, repeats
+            )
         else:
             models = parse_model_options(model_opts) if model_opts else default_models()
             if not models:
@@ -306,14 +308,14 @@ def command(
         raise click.ClickException(f"{len(failed)} of {len(models_run)} models failed: {', '.join(failed)}")
 
 
-def _task_benchmark(task_name, model_opts, queries, out_dir, limit, max_tokens, batch_size) -> dict:
+def _task_benchmark(task_name, model_opts, queries, out_dir, limit, max_tokens, batch_size, repeats) -> dict:
     """``bench --task NAME`` for a task other than tools (:func:`mlx_tune.eval.task_score.run_task_benchmark`)."""
     from mlx_tune.eval.task_score import load_train, run_task_benchmark
 
     if not model_opts or queries is None:
         raise UserError(f"--task {task_name}: pass --model NAME=SPEC (repeatable) and --queries FILE")
-    if batch_size < 1 or max_tokens < 1 or (limit is not None and limit < 1):
-        raise UserError("--batch-size, --max-tokens and --limit must be >= 1")
+    if batch_size < 1 or max_tokens < 1 or repeats < 0 or (limit is not None and limit < 1):
+        raise UserError("--batch-size, --max-tokens and --limit must be >= 1, --repeats >= 0")
     train, train_path = load_train(None, Path(queries))
     return run_task_benchmark(
         task_name,
@@ -323,6 +325,7 @@ def _task_benchmark(task_name, model_opts, queries, out_dir, limit, max_tokens, 
         train=train,
         max_tokens=max_tokens,
         batch_size=batch_size,
+        repeats=repeats,
         settings={"queries": str(queries), "limit": limit, "train": str(train_path) if train_path else None},
     )
 

@@ -120,11 +120,13 @@ def run_task_benchmark(
     train: list[dict] | None = None,
     max_tokens: int = 128,
     batch_size: int = 32,
+    repeats: int = 0,
     settings: dict | None = None,
 ) -> dict:
     """Answer ``queries`` with each model (greedy, batched), take the answer-token perplexity
-    (per origin where the task says how), score with the task, add its baselines, and write
-    ``out_dir`` as ``mlx-tune bench`` does; return the ``results.json`` object."""
+    (per origin where the task says how), peak memory, sizes and (``repeats`` > 0) the median load
+    time over fresh processes, score with the task, add its baselines, and write ``out_dir`` as
+    ``mlx-tune bench`` does; return the ``results.json`` object."""
     from mlx_tune.eval.bench_measure import machine_info
     from mlx_tune.eval.bench_score import staged_output, versions, write_outputs
 
@@ -134,7 +136,7 @@ def run_task_benchmark(
         for name, spec in models.items():
             try:
                 entries.append(
-                    _measure(task, name, spec, queries, stage, max_tokens, batch_size, train or [])
+                    _measure(task, name, spec, queries, stage, max_tokens, batch_size, train or [], repeats)
                 )
             except Exception as e:  # one model failing must not stop the others
                 message = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
@@ -147,6 +149,7 @@ def run_task_benchmark(
             "settings": {
                 "task": task.NAME,
                 "n_queries": len(queries),
+                "repeats": repeats,
                 "max_tokens": max_tokens,
                 "batch_size": batch_size,
                 "decoding": "greedy",
@@ -160,45 +163,34 @@ def run_task_benchmark(
 
 
 def _measure(
-    task, name: str, spec: str, queries: list[dict], stage: Path, max_tokens: int, batch_size: int, train
+    task,
+    name: str,
+    spec: str,
+    queries: list[dict],
+    stage: Path,
+    max_tokens: int,
+    batch_size: int,
+    train,
+    repeats: int,
 ) -> dict:
-    """Load one model, answer, take the perplexity, score; its predictions go into ``stage``."""
-    import mlx.core as mx
+    """Measure one model (:func:`mlx_tune.eval.bench_model.measure_model`: answers, perplexity per
+    origin where the task says how, peak memory, sizes, load time), score it with the task; its
+    predictions go into ``stage``."""
+    from mlx_tune.eval.bench_model import measure_model
 
-    from mlx_tune.eval import evaluate
-    from mlx_tune.eval.bench_measure import p95
-    from mlx_tune.models import model_spec
-
-    model, tokenizer = model_spec.load_model(spec)
-    gen = evaluate.generate_batched(
-        model,
-        tokenizer,
+    m = measure_model(
+        name,
+        spec,
         queries,
+        repeats=repeats,
         max_tokens=max_tokens,
         batch_size=batch_size,
         stop_broken_calls=False,
+        perplexity=getattr(task, "perplexity_by_origin", None),
     )
-    by_origin = getattr(task, "perplexity_by_origin", None)
-    if by_origin:  # {"all": (value, ci), origin: (value, ci)}
-        ppl = by_origin(model, tokenizer, queries)
-    else:
-        ppl = {"all": (evaluate.perplexity(model, tokenizer, queries), None)}
-    del model, tokenizer
-    mx.clear_cache()
-    scored = task.score(queries, gen.texts, train=train)
-    for key, (value, ci) in ppl.items():
+    scored = task.score(queries, m.gen.texts, train=train)
+    for key, (value, ci) in m.perplexity.items():
         if key != "all":
             scored["accuracy"][f"perplexity/{key}"], scored["ci"][f"perplexity/{key}"] = value, ci
-    write_predictions(stage, name, gen.texts, scored["rows"])
-    return model_entry(
-        name,
-        "model",
-        spec,
-        scored,
-        perplexity=ppl["all"][0],
-        generation_tps=gen.generation_tps,
-        prompt_tps=gen.prompt_tps,
-        latency_s_mean=sum(gen.latencies) / len(gen.latencies),
-        latency_s_p95=p95(gen.latencies),
-        eval_wall_s=gen.wall_time,
-    )
+    write_predictions(stage, name, m.gen.texts, scored["rows"])
+    return model_entry(name, "model", spec, scored, **m.fields)
