@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -92,6 +93,24 @@ def test_clone_cli_reports_git_reason_and_exit_code(tmp_path):
     assert odd.exit_code == 1 and "Error: --repo: 'nourl': expected NAME=URL" in odd.output
     unknown = CliRunner().invoke(main, ["repos", "clone", "--dest", str(tmp_path / "r"), "--only", "zzz"])
     assert unknown.exit_code == 1 and "unknown repository zzz" in unknown.output
+
+
+def test_clone_targets_defaults_replacement_and_narrowing():
+    assert repos.clone_targets() == repos.POPULAR_REPOS and repos.clone_targets() is not repos.POPULAR_REPOS
+    first, second = list(repos.POPULAR_REPOS)[:2]
+    narrowed = repos.clone_targets(only=[second, first])
+    assert narrowed == {second: repos.POPULAR_REPOS[second], first: repos.POPULAR_REPOS[first]}
+    assert list(narrowed) == [second, first]  # in the order --only names them
+    extra = ["a=file:///x/a", "b=https://example.com/b.git?x=1"]
+    assert repos.clone_targets(extra=extra) == {"a": "file:///x/a", "b": "https://example.com/b.git?x=1"}
+    assert repos.clone_targets(only=["b"], extra=extra) == {"b": "https://example.com/b.git?x=1"}
+    for bad in ("nourl", "=file:///x", "a="):
+        with pytest.raises(UserError, match=rf"^--repo: '{re.escape(bad)}': expected NAME=URL$"):
+            repos.clone_targets(extra=[bad])
+    with pytest.raises(UserError, match=r"^--only: unknown repository zzz, yyy; choose from a, b$"):
+        repos.clone_targets(only=["a", "zzz", "yyy"], extra=extra)
+    with pytest.raises(UserError, match=rf"^--only: unknown repository zzz; choose from {first}, "):
+        repos.clone_targets(only=["zzz"])
 
 
 def test_add_path_copies_text_and_records_commit(tmp_path, messy_tree):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from mlx_tune import UserError, layout
+from mlx_tune import layout
 from mlx_tune.cli.group import Group
 from mlx_tune.tasks import task_names
 
@@ -48,21 +48,7 @@ def repos_clone(dest: str, only: tuple[str, ...], extra: tuple[str, ...], jobs: 
     and update DEST/manifest.json. Exits 1 if any clone failed (git's reason is printed)."""
     from mlx_tune.data import repos as repos_mod
 
-    targets = dict(repos_mod.POPULAR_REPOS)
-    if extra:
-        targets = {}
-        for item in extra:
-            name, sep, url = item.partition("=")
-            if not sep or not name or not url:
-                raise UserError(f"--repo: {item!r}: expected NAME=URL")
-            targets[name] = url
-    if only:
-        unknown = [n for n in only if n not in targets]
-        if unknown:
-            choices = ", ".join(targets)
-            raise UserError(f"--only: unknown repository {', '.join(unknown)}; choose from {choices}")
-        targets = {n: targets[n] for n in only}
-    results = repos_mod.clone_repos(dest, targets, jobs=jobs)
+    results = repos_mod.clone_repos(dest, repos_mod.clone_targets(only, extra), jobs=jobs)
     for r in results:
         files = f" ({r.entry['py_files']} .py files)" if r.entry else ""
         click.echo(f"{r.status:>8}  {r.name}{files}" + (f": {r.reason}" if r.reason else ""))

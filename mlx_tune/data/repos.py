@@ -220,6 +220,26 @@ class CloneResult:
     entry: dict | None = None
 
 
+def clone_targets(only: Sequence[str] = (), extra: Sequence[str] = ()) -> dict[str, str]:
+    """What ``repos clone`` clones (name -> URL): the ``extra`` ``NAME=URL`` items instead of
+    :data:`POPULAR_REPOS` when given, narrowed to the names in ``only`` when given."""
+    targets = dict(POPULAR_REPOS)
+    if extra:
+        targets = {}
+        for item in extra:
+            name, sep, url = item.partition("=")
+            if not sep or not name or not url:
+                raise UserError(f"--repo: {item!r}: expected NAME=URL")
+            targets[name] = url
+    if only:
+        unknown = [n for n in only if n not in targets]
+        if unknown:
+            choices = ", ".join(targets)
+            raise UserError(f"--only: unknown repository {', '.join(unknown)}; choose from {choices}")
+        targets = {n: targets[n] for n in only}
+    return targets
+
+
 def clone_repos(
     dest: str | os.PathLike = DEFAULT_DEST,
     repos: Mapping[str, str] | None = None,
