@@ -29,6 +29,8 @@ class Example:
     tokens: list[int]
     spans: list[tuple[int, int]]
     """Trained token ranges ``[start, end)`` (targets), one per assistant turn."""
+    weights: list[float] | None = None
+    """Loss weight of each trained token, in span order (``None``: all 1)."""
 
     @property
     def n_trained(self) -> int:

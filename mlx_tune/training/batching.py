@@ -55,7 +55,11 @@ def load_records(path: Path, task: str | None = None) -> list[dict]:
     return out
 
 
-def tokenize_split(tokenizer, recs: list[dict], settings: TrainSettings) -> TokenizedData:
+def tokenize_split(
+    tokenizer, recs: list[dict], settings: TrainSettings, decision_weight: float = 1.0
+) -> TokenizedData:
+    """Tokenize ``recs`` for training (``decision_weight``: the weight of each assistant turn's first
+    token, :attr:`TrainSettings.decision_weight`; validation keeps 1)."""
     from tqdm import tqdm
 
     out = TokenizedData([])
@@ -75,12 +79,23 @@ def tokenize_split(tokenizer, recs: list[dict], settings: TrainSettings) -> Toke
         if ex.n_trained == 0:
             out.dropped += 1
             continue
+        if decision_weight != 1:
+            ex.weights = [decision_weight if i == s else 1.0 for s, e in ex.spans for i in range(s, e)]
         out.examples.append(ex)
     out.fingerprint = h.hexdigest()
     return out
 
 
 # ---------------------------------------------------------------- batches and loss
+
+
+def trained_weights(e: Example):
+    """The loss weight of each of ``e``'s trained tokens, in span order (a float32 array)."""
+    import numpy as np
+
+    if e.weights is None:
+        return np.ones(e.n_trained, np.float32)
+    return np.asarray(e.weights, np.float32)
 
 
 def _round_up(n: int, m: int = PAD_MULTIPLE) -> int:
@@ -105,7 +120,7 @@ def make_batch(examples: list[Example]):
         idx = np.concatenate([np.arange(s, t) for s, t in e.spans])
         pos[i, : len(idx)] = idx - 1
         targets[i, : len(idx)] = np.asarray(e.tokens, np.int32)[idx]
-        weights[i, : len(idx)] = 1.0
+        weights[i, : len(idx)] = trained_weights(e)
     real = sum(len(e.tokens) for e in examples)
     return (mx.array(inputs), mx.array(pos), mx.array(targets), mx.array(weights)), real, b * (length + 1)
 

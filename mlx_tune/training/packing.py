@@ -38,7 +38,7 @@ import numpy as np
 
 from mlx_tune import UserError
 from mlx_tune.rendering import Example, output_head
-from mlx_tune.training.batching import _round_up, batch_groups
+from mlx_tune.training.batching import _round_up, batch_groups, trained_weights
 
 PACK_GAIN = 0.9
 """``auto`` packs instead of the plain path when packing costs at most this share of it."""
@@ -177,7 +177,7 @@ def make_packed_batch(examples: list[Example], capacity: int):
             # A target at token index t is predicted from input position t - 1 of its example.
             pos[i, n : n + len(idx)] = at + idx - 1
             targets[i, n : n + len(idx)] = tokens[idx]
-            weights[i, n : n + len(idx)] = 1.0
+            weights[i, n : n + len(idx)] = trained_weights(e)
             at += len(tokens) - 1
             n += len(idx)
     real = sum(len(e.tokens) for e in examples)

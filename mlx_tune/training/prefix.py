@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from mlx_tune.rendering import Example
-from mlx_tune.training.batching import PAD_MULTIPLE, _round_up, loss_head, ordered_batches
+from mlx_tune.training.batching import PAD_MULTIPLE, _round_up, loss_head, ordered_batches, trained_weights
 
 MIN_SHARED = 16
 """A sub-batch shares its prefix only if it is at least this many tokens (else it runs plain)."""
@@ -142,21 +142,24 @@ def _sub_batch(rows: list[Example], shared: int):
     length = _round_up(max(len(e.tokens) - 1 - c for e in rows))
     prefix_w = np.zeros(c, np.float32)
     sfx = []
+    sfx_w = []
     for e in rows:
         idx = np.concatenate([np.arange(s, t) for s, t in e.spans]) - 1  # positions predicting targets
-        np.add.at(prefix_w, idx[idx < c], 1.0)
+        w = trained_weights(e)
+        np.add.at(prefix_w, idx[idx < c], w[idx < c])
         sfx.append(idx[idx >= c] - c)
+        sfx_w.append(w[idx >= c])
     k = _round_up(max(len(p) for p in sfx))
     inputs = np.zeros((b, length), np.int32)
     pos = np.zeros((b, k), np.int32)
     targets = np.zeros((b, k), np.int32)
     weights = np.zeros((b, k), np.float32)
-    for i, (e, p) in enumerate(zip(rows, sfx, strict=True)):
+    for i, (e, p, w) in enumerate(zip(rows, sfx, sfx_w, strict=True)):
         tokens = np.asarray(e.tokens, np.int32)
         inputs[i, : len(tokens) - 1 - c] = tokens[c:-1]
         pos[i, : len(p)] = p
         targets[i, : len(p)] = tokens[p + c + 1]
-        weights[i, : len(p)] = 1.0
+        weights[i, : len(p)] = w
     ppos = np.flatnonzero(prefix_w).astype(np.int32)
     kp = _round_up(len(ppos)) if len(ppos) else 0
     p_pos = np.zeros(kp, np.int32)

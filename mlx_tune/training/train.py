@@ -57,7 +57,15 @@ from mlx_tune.training.train_config import (  # noqa: F401
 from mlx_tune.training.train_setup import make_optimizer, setup_model, target_keys  # noqa: F401
 
 # Settings a resume must share with its checkpoint (iters may grow: see _check_resume).
-RESUME_KEYS = ("model", "batch_size", "seed", "fine_tune_type", "shared_prefix_used", "packing_used")
+RESUME_KEYS = (
+    "model",
+    "batch_size",
+    "seed",
+    "fine_tune_type",
+    "shared_prefix_used",
+    "packing_used",
+    "decision_weight",
+)
 
 
 def train(
@@ -103,7 +111,7 @@ def train(
         shared = reason is None
         if reason and rank0:
             say_once(f"shared prefix: off for this model ({reason}); using the plain path")
-    train_data = tokenize_split(tokenizer, train_recs, s)
+    train_data = tokenize_split(tokenizer, train_recs, s, s.decision_weight)
     valid_data = tokenize_split(tokenizer, valid_recs, s)
     if len(train_data.examples) < s.batch_size:
         raise UserError(
@@ -247,7 +255,7 @@ def _resume(job: Job, plan: run_folder.Plan, overwrite: bool) -> None:
 
     ckpt = plan.checkpoint
     saved = json.loads((ckpt / "state.json").read_text())
-    have = {"shared_prefix_used": False, "packing_used": False, **saved["settings"]}
+    have = {"shared_prefix_used": False, "packing_used": False, "decision_weight": 1.0, **saved["settings"]}
     want = job.run_state["settings"]
     if saved["data_fingerprint"] != job.run_state["data_fingerprint"] or any(
         have.get(k) != want[k] for k in RESUME_KEYS

@@ -100,6 +100,12 @@ class TrainSettings:
     """Adapt (or, for full, train) the last N transformer layers; -1 means all."""
     mask_prompt: bool = True
     """Train only on assistant tokens (every assistant turn); off trains on the whole text."""
+    decision_weight: float = _check(1.0, "num>0")
+    """Loss weight of the first token of every assistant turn, where the model decides between
+    calling a tool and answering (``<tool_call>`` or the answer's first word); every other trained
+    token weighs 1, and the loss is the weighted mean. 1 is mlx-lm's plain mean. One token of a few
+    hundred carries the decision, so a weight above 1 makes a small model learn it sooner. The
+    validation loss stays the plain mean. Needs ``mask_prompt``."""
     grad_accumulation_steps: int = _check(1, "int>=1")
     """Micro-batches per optimizer update."""
     grad_checkpoint: bool = False
@@ -373,6 +379,8 @@ def validate_settings(s: TrainSettings) -> list[str]:
             p.append(f"target_modules: expected a list of layer names or 'all', got {tm!r}")
     if s.fine_tune_type == "full" and tm not in (None, "all"):
         p.append("target_modules: not used by fine_tune_type full (it trains whole layers)")
+    if _is_num(s.decision_weight) and s.decision_weight != 1 and s.mask_prompt is False:
+        p.append("decision_weight: needs mask_prompt (without it there are no assistant turns to find)")
     if s.train_embeddings is True and s.fine_tune_type != "full":
         p.append("train_embeddings: only with fine_tune_type full (LoRA adapters cover linear layers)")
     return p
