@@ -94,6 +94,8 @@ def run_task_demo(task_name: str, s: TaskDemoSettings) -> dict:
         "seed": s.seed,
         "task": task.NAME,
     }
+    if task.NAME != "tools":  # the preset weighs the call-or-answer token; these tasks have no such choice
+        overrides["decision_weight"] = 1.0
     overrides.update({"iters": s.iters} if s.iters else {"epochs": s.epochs})
     preset = s.preset or ("tiny" if s.model is None else None)
     settings = train.resolve_settings(preset=preset, overrides=overrides)
