@@ -67,6 +67,9 @@ class DemoSettings:
     """``installed`` copies installed packages (offline); ``clone`` clones the plan's ten repos."""
     iters: int | None = None
     """Training iterations per phase (``None``: the preset's or the phase config's)."""
+    epochs: float | None = None
+    """Passes over each phase's training data instead (``None``: the preset's or the phase config's;
+    the tiny preset's 2 keep the demo within 15 minutes on two cores)."""
     pretrain_steps: int = DEFAULT_PRETRAIN_STEPS
     """Pretraining steps of the embedded tiny base on local text (cached per machine)."""
     bench_out: Path = layout.DEMO_BENCH_DIR
@@ -146,6 +149,7 @@ def run_demo(s: DemoSettings) -> dict:
                 "repos": s.repos,
                 "packages": list(s.packages),
                 "iters": s.iters,
+                "epochs": s.epochs,
                 "pretrain_steps": s.pretrain_steps if tiny else None,
                 "limit": s.limit,
             },
@@ -229,6 +233,8 @@ def _phase_lane(s: DemoSettings, n: int, model: str, tiny: bool, progress: bool)
     overrides = {"model": model, "data": str(data), "adapter_path": str(adapters)}
     if s.iters is not None:
         overrides["iters"] = s.iters
+    elif s.epochs is not None:
+        overrides["epochs"] = s.epochs
     # The phase files' train: sections are tuned for Qwen2.5-Coder-7B; the tiny model uses its own preset.
     settings = train.resolve_settings(
         phase=None if tiny else n, preset="tiny" if tiny else None, overrides=overrides
@@ -268,6 +274,8 @@ def _qlora_lane(s: DemoSettings, progress: bool) -> list[Stage]:
     if s.iters is not None:
         overrides["iters"] = s.iters
         overrides.pop("epochs")
+    elif s.epochs is not None:
+        overrides["epochs"] = s.epochs
     settings = train.resolve_settings(preset="tiny", overrides=overrides)
     out = layout.fused_model_dir(n, "qlora")
     fuse_run = partial(

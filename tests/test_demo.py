@@ -62,3 +62,28 @@ def test_demo_runs_every_stage_then_skips_them(tmp_path, monkeypatch):
     assert (
         json.loads(Path("benchmarks/demo/demo_run.json").read_text()) == run
     )  # the first run's timings stay
+
+
+def test_epochs_reach_every_training_stage_and_exclude_iters(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from mlx_tune import demo
+    from mlx_tune.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    s = DemoSettings(epochs=3)
+    lane = demo._phase_lane(s, 7, "models/tiny", True, False)
+    assert lane[0].settings["epochs"] == 3  # part of the stage's stamp: a new --epochs retrains
+    assert lane[0].run.args[0].epochs == 3 and lane[0].run.args[0].iters is None
+    qlora = [st for st in demo._qlora_lane(s, False) if st.name == "train phase 5 (QLoRA)"][0]
+    assert qlora.run.args[0].epochs == 3
+    default = demo._phase_lane(DemoSettings(), 7, "models/tiny", True, False)[0]
+    assert "epochs" not in default.settings and default.run.args[0].epochs == 2  # the tiny preset's
+
+    seen = []
+    monkeypatch.setattr(demo, "run_demo", seen.append)
+    assert CliRunner().invoke(main, ["demo", "--epochs", "2.5"]).exit_code == 0
+    assert seen[0].epochs == 2.5 and seen[0].iters is None
+    both = CliRunner().invoke(main, ["demo", "--iters", "3", "--epochs", "2"])
+    assert both.exit_code == 2 and "--iters and --epochs: give one" in both.output
+    assert CliRunner().invoke(main, ["demo", "--epochs", "0"]).exit_code == 2

@@ -36,7 +36,8 @@ class TaskDemoSettings:
     out: Path | None = None
     """Output folder (default ``benchmarks/demo-<task>``)."""
     seed: int = 0
-    epochs: int = 3
+    epochs: float = 3
+    """Passes over the train split (``iters`` overrides it)."""
     iters: int | None = None
     """Training iterations (``None``: ``epochs`` over the train split)."""
     max_tokens: int | None = None
