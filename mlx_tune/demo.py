@@ -224,17 +224,20 @@ def _data_stages(s: DemoSettings, stage) -> None:
         click.echo(datacheck.format_stats(datacheck.dataset_stats(layout.phase_data_dir(n))))
 
 
+def _run_length(s: DemoSettings) -> dict:
+    """The demo's ``--iters`` or ``--epochs`` as training overrides (neither: the preset's)."""
+    if s.iters is not None:
+        return {"iters": s.iters}
+    return {} if s.epochs is None else {"epochs": s.epochs}
+
+
 def _phase_lane(s: DemoSettings, n: int, model: str, tiny: bool, progress: bool) -> list[Stage]:
     """Phase ``n``'s training, then its fuse into 8 bits when the demo fuses it."""
     from mlx_tune.training import train
     from mlx_tune.training.fuse import fuse
 
     data, adapters = layout.phase_data_dir(n), layout.adapter_dir(n)
-    overrides = {"model": model, "data": str(data), "adapter_path": str(adapters)}
-    if s.iters is not None:
-        overrides["iters"] = s.iters
-    elif s.epochs is not None:
-        overrides["epochs"] = s.epochs
+    overrides = {"model": model, "data": str(data), "adapter_path": str(adapters), **_run_length(s)}
     # The phase files' train: sections are tuned for Qwen2.5-Coder-7B; the tiny model uses its own preset.
     settings = train.resolve_settings(
         phase=None if tiny else n, preset="tiny" if tiny else None, overrides=overrides
@@ -272,10 +275,8 @@ def _qlora_lane(s: DemoSettings, progress: bool) -> list[Stage]:
         **QLORA_OVERRIDES,
     }
     if s.iters is not None:
-        overrides["iters"] = s.iters
         overrides.pop("epochs")
-    elif s.epochs is not None:
-        overrides["epochs"] = s.epochs
+    overrides.update(_run_length(s))
     settings = train.resolve_settings(preset="tiny", overrides=overrides)
     out = layout.fused_model_dir(n, "qlora")
     fuse_run = partial(
